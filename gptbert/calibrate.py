@@ -1,0 +1,67 @@
+"""Fit a training run into a wall-clock budget (for the CPU quickstart).
+
+The schedules (LR, mask rate, batch ramp, sequence length) are functions of
+step / max_steps, so a run must know its length up front. We time a few
+forward+backward+LAMB steps of the real model on random tokens, then pick
+max_steps so that the whole run's tokens fit the budget. The trainer also gets
+the budget as a hard stop, in case the machine slows down.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from .config import RunConfig
+from .data import step_shape
+from .model import GPTBERT, attention_mask
+from .optim import Lamb, param_groups
+from .train import autocast
+
+
+def seconds_per_token(cfg: RunConfig, seq_length: int, rows: int, repeats: int = 2) -> float:
+    """Training seconds per token at this row length (forward, backward, optimizer)."""
+    torch.manual_seed(0)
+    model = GPTBERT(cfg.model)
+    opt = Lamb(param_groups(model, 0.1), lr=1e-3)
+    x = torch.randint(16, cfg.model.vocab_size, (rows, seq_length))
+    seg = torch.zeros_like(x)
+    mask = attention_mask(seg, torch.zeros(rows, dtype=torch.bool))
+    positions = torch.arange(0, rows * seq_length, 4)  # ~25% of positions carry a target
+    targets = torch.randint(16, cfg.model.vocab_size, (positions.numel(),))
+    times = []
+    for _ in range(1 + repeats):
+        t0 = time.perf_counter()
+        with autocast(torch.device("cpu"), cfg.train.precision):
+            logits = model(x, mask, positions)
+        torch.nn.functional.cross_entropy(logits.float(), targets).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - t0)
+    return min(times[1:]) / (rows * seq_length)
+
+
+def steps_for_budget(cfg: RunConfig, seconds: float) -> tuple[int, float]:
+    """(max_steps, mean seconds per step) so that training fits in `seconds`."""
+    rows = cfg.train.micro_batch_size
+    T0 = cfg.train.seq_length
+    lengths = [T0 * m for m in ((1, 2, 4) if cfg.train.seq_schedule else (1,))]
+    tau = {T: seconds_per_token(cfg, T, max(1, rows * T0 // T)) for T in lengths}
+    # Cost of a candidate run: sum over its steps of tokens x seconds/token at that length.
+    def cost(n: int) -> float:
+        cfg.train.max_steps = n
+        total = 0.0
+        for s in range(n):
+            sh = step_shape(s, cfg)
+            total += sh.tokens * tau[sh.seq_length]
+        return total * 1.10  # data, logging, evaluation overheads
+
+    lo, hi = 1, 1
+    while cost(hi) < seconds and hi < 10**6:
+        lo, hi = hi, hi * 2
+    while lo < hi - 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if cost(mid) < seconds else (lo, mid)
+    cfg.train.max_steps = lo
+    return lo, cost(lo) / lo

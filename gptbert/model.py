@@ -1,0 +1,334 @@
+"""The GPT-BERT model (Charpentier & Samuel 2024, section 2), in plain PyTorch.
+
+One transformer serves as a causal LM and as a masked LM: the only
+difference is the attention mask passed in. With masked next-token
+prediction (MNTP) the output at position k always predicts token k+1, so the
+same head and the same loss read the same way in both modes.
+
+Architecture (LTG-BERT lineage, paper section 2, official `model_extra.py`):
+  - word embedding -> LayerNorm (no affine) -> dropout; no absolute positions
+  - disentangled attention (DeBERTa-style) with log-bucketed relative
+    positions: scores = (c2c + c2p + p2c) / sqrt(3 * head_dim); the 63
+    relative embeddings pass through an affine LayerNorm and are projected
+    by each layer's own query/key projection
+  - attention gate: (softmax(scores) V) * GELU(gate) -> LayerNorm -> out_proj
+  - GEGLU feed-forward with an extra LayerNorm before the down projection
+  - all LayerNorms inside blocks are parameter-free (pre-norm)
+  - DenseFormer-style layer weights: attention and FFN are separate blocks
+    (2L in all); after each block the stream becomes an unconstrained
+    weighted sum of the embedding output and every earlier block output,
+    initialised to a plain residual network
+  - head: LayerNorm -> Linear -> GELU -> LayerNorm -> dropout -> Linear tied
+    to the word embedding
+  - init: trunc-normal(std = sqrt(2 / (5 d)), +-2 std), biases 0, FFN
+    matrices of layer i scaled by sqrt(1 / (2 (i + 1)))
+
+Speed: the official code gathers a (T, T, d) position tensor per layer. Here
+the c2p and p2c terms are computed against the 63 bucket embeddings only,
+(B, H, T, 63), then gathered into a (B, H, T, T) additive bias that goes to
+`scaled_dot_product_attention` together with the mask. Same math, a fraction
+of the memory and time.
+
+Module names follow the official checkpoints (`embedding.word_embedding`,
+`transformer.attention_layers.N.in_proj_qk`, `transformer.mlp_layers.N.mlp.1`,
+`transformer.dwa_modules.alphas.N`, `classifier.nonlinearity.5`) so released
+weights load by name. The model knows nothing about training or data.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import ModelConfig
+
+
+# ---------------------------------------------------------------------------
+# Relative positions
+
+
+def bucket_position(relative: torch.Tensor, num_buckets: int, max_position: int) -> torch.Tensor:
+    """Log-bucketed relative position (DeBERTa-v2 / LTG-BERT formula).
+
+    Distances up to num_buckets // 2 keep their own bucket; longer ones share
+    log-spaced buckets up to max_position - 1. Output is in
+    [-(num_buckets - 1), num_buckets - 1], same sign as the input.
+    """
+    sign = torch.sign(relative)
+    mid = num_buckets // 2
+    abs_pos = torch.where(
+        (relative < mid) & (relative > -mid),
+        torch.full_like(relative, mid - 1),
+        relative.abs().clamp(max=max_position - 1),
+    )
+    log_pos = torch.ceil(torch.log(abs_pos / mid) / math.log((max_position - 1) / mid) * (mid - 1)).long() + mid
+    return torch.where(abs_pos <= mid, relative, log_pos * sign).long()
+
+
+def relative_position_index(length: int, num_buckets: int, max_position: int, offset: int = 0) -> torch.Tensor:
+    """(T, T) indices into the 2*num_buckets-1 relative embeddings; entry [i, j] is for query i, key j."""
+    q = torch.arange(offset, offset + length)
+    k = torch.arange(0, offset + length)
+    return bucket_position(q[:, None] - k[None, :], num_buckets, max_position) + num_buckets - 1
+
+
+def attention_mask(segment_ids: torch.Tensor, causal: torch.Tensor | bool) -> torch.Tensor:
+    """Boolean (B, 1, T, T) mask, True where query i may attend to key j.
+
+    segment_ids: (B, T) document id of every position (padding gets its own id)
+    causal:      (B,) bool per row, or one bool for the whole batch
+    No position attends across a document boundary, in either mode.
+    """
+    B, T = segment_ids.shape
+    allowed = segment_ids[:, :, None] == segment_ids[:, None, :]  # (B, T, T)
+    if isinstance(causal, bool):
+        causal = torch.full((B,), causal, dtype=torch.bool, device=segment_ids.device)
+    lower = torch.ones(T, T, dtype=torch.bool, device=segment_ids.device).tril()
+    allowed = allowed & (lower | ~causal[:, None, None])
+    return allowed[:, None]
+
+
+# ---------------------------------------------------------------------------
+# Blocks
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d = cfg.hidden_size
+        self.num_heads = cfg.num_heads
+        self.head_dim = d // cfg.num_heads
+        self.num_buckets = cfg.position_buckets
+        self.max_position = cfg.max_position
+        self.pre_layer_norm = nn.LayerNorm(d, cfg.layer_norm_eps, elementwise_affine=False)
+        self.in_proj_qk = nn.Linear(d, 2 * d)  # queries and keys (also of the relative embeddings)
+        self.in_proj_vg = nn.Linear(d, 2 * d)  # values and the attention gate
+        self.post_layer_norm = nn.LayerNorm(d, cfg.layer_norm_eps, elementwise_affine=False)
+        self.out_proj = nn.Linear(d, d)
+        self.attention_dropout = cfg.attention_dropout
+        self.dropout = nn.Dropout(cfg.attention_dropout)  # on relative embeddings (as official)
+        self.out_dropout = nn.Dropout(cfg.dropout)
+        self.scale = 1.0 / math.sqrt(3 * self.head_dim)  # three score terms (c2c, c2p, p2c)
+        self.register_buffer(
+            "position_indices",
+            relative_position_index(cfg.max_position, cfg.position_buckets, cfg.max_position),
+            persistent=False,
+        )
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, rel: torch.Tensor) -> torch.Tensor:
+        # x: (B, T, d); mask: (B, 1, T, T) bool or None (= attend everywhere); rel: (2K-1, d)
+        B, T, d = x.shape
+        H, D = self.num_heads, self.head_dim
+        h = self.pre_layer_norm(x)
+        q, k = self.in_proj_qk(h).chunk(2, dim=-1)  # (B, T, d) each
+        v, gate = self.in_proj_vg(h).chunk(2, dim=-1)
+        q = q.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(B, T, H, D).transpose(1, 2)
+        v = v.view(B, T, H, D).transpose(1, 2)
+
+        # Relative-position terms against the 2K-1 bucket embeddings, then gathered to (T, T).
+        pos_q, pos_k = self.in_proj_qk(self.dropout(rel)).chunk(2, dim=-1)  # (2K-1, d) each
+        R = pos_q.shape[0]
+        pos_q = pos_q.view(R, H, D).transpose(0, 1)  # (H, 2K-1, D)
+        pos_k = pos_k.view(R, H, D).transpose(0, 1)
+        idx = self._position_index(T, x.device)  # (T, T): bucket of (i - j)
+        c2p = q @ pos_k.transpose(-1, -2)  # (B, H, T, 2K-1): q_i . key_pos[r]
+        p2c = k @ pos_q.transpose(-1, -2)  # (B, H, T, 2K-1): k_j . query_pos[r]
+        c2p = torch.gather(c2p, -1, idx.expand(B, H, T, T))  # [i, j] = q_i . key_pos[idx(i, j)]
+        p2c = torch.gather(p2c, -1, idx.t().expand(B, H, T, T)).transpose(-1, -2)  # [i, j] = k_j . query_pos[idx(i, j)]
+        bias = (c2p + p2c) * self.scale
+        if mask is not None:
+            bias = bias.masked_fill(~mask, float("-inf"))
+
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias.to(q.dtype),
+            dropout_p=self.attention_dropout if self.training else 0.0, scale=self.scale,
+        )  # (B, H, T, D)
+        y = y.transpose(1, 2).reshape(B, T, d)
+        y = y * F.gelu(gate)  # attention gate
+        y = self.out_proj(self.post_layer_norm(y))
+        return self.out_dropout(y)
+
+    def _position_index(self, T: int, device: torch.device) -> torch.Tensor:
+        if T > self.position_indices.shape[0]:
+            self.position_indices = relative_position_index(T, self.num_buckets, self.max_position).to(device)
+        return self.position_indices[:T, :T]
+
+
+class GeGLU(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, gate = x.chunk(2, dim=-1)
+        return x * F.gelu(gate, approximate="tanh")
+
+
+class FeedForward(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d, i, eps = cfg.hidden_size, cfg.intermediate_size, cfg.layer_norm_eps
+        self.mlp = nn.Sequential(
+            nn.LayerNorm(d, eps, elementwise_affine=False),
+            nn.Linear(d, 2 * i, bias=False),
+            GeGLU(),
+            nn.LayerNorm(i, eps, elementwise_affine=False),
+            nn.Linear(i, d, bias=False),
+            nn.Dropout(cfg.dropout),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(x)
+
+
+class LayerWeights(nn.Module):
+    """DenseFormer-style weighted sums over all earlier block outputs (paper 2.2).
+
+    Block b (0-based, 2L blocks) has b + 2 unconstrained scalars, one for the
+    embedding output and one per block output so far. Initialised to
+    [0, ..., 0, 1]: the network starts as a plain pre-norm residual stack.
+    """
+
+    def __init__(self, num_blocks: int):
+        super().__init__()
+        self.alphas = nn.ParameterList([nn.Parameter(torch.zeros(b + 2)) for b in range(num_blocks)])
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            for a in self.alphas:
+                a.zero_()
+                a[-1] = 1.0
+
+    def forward(self, outputs: list[torch.Tensor], block: int) -> torch.Tensor:
+        alpha = self.alphas[block].to(outputs[0].dtype)  # (b + 2,)
+        x = outputs[0] * alpha[0]
+        for j in range(1, len(outputs)):
+            x = x + outputs[j] * alpha[j]
+        return x
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.attention_layers = nn.ModuleList([Attention(cfg) for _ in range(cfg.num_layers)])
+        self.mlp_layers = nn.ModuleList([FeedForward(cfg) for _ in range(cfg.num_layers)])
+        self.dwa_modules = LayerWeights(2 * cfg.num_layers)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, rel: torch.Tensor) -> torch.Tensor:
+        outputs = [x]  # embedding output, then every post-residual block output
+        for i, (attn, ff) in enumerate(zip(self.attention_layers, self.mlp_layers)):
+            outputs.append(x + attn(x, mask, rel))
+            x = self.dwa_modules(outputs, 2 * i)
+            outputs.append(x + ff(x))
+            x = self.dwa_modules(outputs, 2 * i + 1)
+        return x
+
+
+class Embedding(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d = cfg.hidden_size
+        self.word_embedding = nn.Embedding(cfg.vocab_size, d)
+        self.word_layer_norm = nn.LayerNorm(d, cfg.layer_norm_eps, elementwise_affine=False)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.relative_embedding = nn.Parameter(torch.empty(2 * cfg.position_buckets - 1, d))
+        self.relative_layer_norm = nn.LayerNorm(d, cfg.layer_norm_eps)  # affine (the only affine norm)
+
+    def forward(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.dropout(self.word_layer_norm(self.word_embedding(input_ids)))  # (B, T, d)
+        rel = self.relative_layer_norm(self.relative_embedding)  # (2K-1, d)
+        return x, rel
+
+
+class Classifier(nn.Module):
+    """LN -> Linear -> GELU -> LN -> dropout -> Linear (weight tied to the word embedding)."""
+
+    def __init__(self, cfg: ModelConfig, word_embedding: nn.Parameter):
+        super().__init__()
+        d = cfg.hidden_size
+        self.nonlinearity = nn.Sequential(
+            nn.LayerNorm(d, cfg.layer_norm_eps, elementwise_affine=False),
+            nn.Linear(d, d),
+            nn.GELU(),
+            nn.LayerNorm(d, cfg.layer_norm_eps, elementwise_affine=False),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(d, cfg.vocab_size),
+        )
+        self.nonlinearity[-1].weight = word_embedding  # tied
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.nonlinearity(h)
+
+
+# ---------------------------------------------------------------------------
+# The model
+
+
+class GPTBERT(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.embedding = Embedding(cfg)
+        self.transformer = Encoder(cfg)
+        self.classifier = Classifier(cfg, self.embedding.word_embedding.weight)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        std = math.sqrt(2.0 / (5.0 * self.config.hidden_size))
+
+        def trunc(w: torch.Tensor, scale: float = 1.0) -> None:
+            nn.init.trunc_normal_(w, mean=0.0, std=std, a=-2 * std, b=2 * std)
+            w.mul_(scale)
+
+        trunc(self.embedding.word_embedding.weight)
+        trunc(self.embedding.relative_embedding)
+        self.embedding.relative_layer_norm.reset_parameters()
+        for attn in self.transformer.attention_layers:
+            for proj in (attn.in_proj_qk, attn.in_proj_vg, attn.out_proj):
+                trunc(proj.weight)
+                proj.bias.zero_()
+        for i, ff in enumerate(self.transformer.mlp_layers):
+            depth_scale = math.sqrt(1.0 / (2.0 * (i + 1)))
+            trunc(ff.mlp[1].weight, depth_scale)
+            trunc(ff.mlp[4].weight, depth_scale)
+        self.transformer.dwa_modules.reset_parameters()
+        trunc(self.classifier.nonlinearity[1].weight)
+        self.classifier.nonlinearity[1].bias.zero_()
+        self.classifier.nonlinearity[-1].bias.zero_()
+
+    def encode(self, input_ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T) token ids, (B, 1, T, T) bool mask -> (B, T, d) final hidden states."""
+        x, rel = self.embedding(input_ids)
+        return self.transformer(x, mask, rel)
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(..., d) hidden states -> (..., V) logits. Position k scores token k+1."""
+        return self.classifier(hidden)
+
+    def forward(
+        self, input_ids: torch.Tensor, mask: torch.Tensor | None = None, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits (B, T, V) at every position, or (N, V) at the flat indices `positions` into B*T.
+
+        Training passes `positions` (the target positions only): the vocabulary
+        projection is the largest matmul of the small model, and only ~15-30%
+        of MNTP positions have a target.
+        """
+        hidden = self.encode(input_ids, mask)
+        if positions is not None:
+            hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, positions)  # (N, d)
+        return self.head(hidden)
+
+    def num_parameters(self) -> int:
+        """Unique parameters (the tied output matrix counted once)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def flops_per_token(self, seq_length: int, train: bool = True) -> float:
+        """Matmul FLOPs per token: 2 x params x (3 if training) + attention scores (PaLM-style estimate)."""
+        c = self.config
+        dense = self.num_parameters() - c.vocab_size * c.hidden_size  # embedding lookups are free...
+        dense += c.vocab_size * c.hidden_size  # ...but the tied head is a real matmul
+        attn = 2 * 2 * c.num_layers * seq_length * c.hidden_size  # QK^T and PV
+        return (3 if train else 1) * (2 * dense + attn)

@@ -1,0 +1,179 @@
+"""The GPT-BERT architecture: positions, masks, parameter counts, a reference implementation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gptbert.config import ModelConfig, model_preset
+from gptbert.model import GPTBERT, attention_mask, bucket_position, relative_position_index
+
+
+def tiny(**kw) -> ModelConfig:
+    base = dict(vocab_size=200, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=48,
+                dropout=0.0, attention_dropout=0.0)
+    return ModelConfig(**{**base, **kw})
+
+
+def test_bucket_function_hand_values():
+    # 32 buckets, max 512: |d| <= 16 exact; beyond: ceil(log(|d|/16) / log(511/16) * 15) + 16.
+    rel = torch.tensor([0, 1, -1, 15, -15, 16, -16, 17, 20, 30, 100, 200, 511, 512, 5000, -100])
+    expected = []
+    for d in rel.tolist():
+        a = abs(d)
+        if a <= 16:
+            expected.append(d)
+        else:
+            a = min(a, 511)
+            expected.append(int(math.copysign(math.ceil(math.log(a / 16) / math.log(511 / 16) * 15) + 16, d)))
+    got = bucket_position(rel, 32, 512)
+    assert got.tolist() == expected
+    # A few values written out by hand: log(20/16)/log(511/16)*15 = 0.0644*15/... -> ceil = 1 -> 17
+    assert got[8].item() == 17 and got[9].item() == 19 and got[10].item() == 24 and got[12].item() == 31
+    assert got[13].item() == 31 and got[14].item() == 31 and got[15].item() == -24
+
+
+def test_relative_index_range_and_toeplitz():
+    idx = relative_position_index(600, 32, 512)
+    assert idx.min().item() == 0 and idx.max().item() == 62
+    assert idx[5, 5].item() == 31  # distance 0 -> middle row of the 63 embeddings
+    assert idx[10, 3].item() == 31 + 7 and idx[3, 10].item() == 31 - 7
+    assert torch.equal(idx[1:, 1:], idx[:-1, :-1])  # depends on i - j only
+
+
+@pytest.mark.parametrize("preset,target", [("small", 30e6), ("base", 119e6)])
+def test_parameter_counts(preset, target):
+    n = GPTBERT(model_preset(preset)).num_parameters()
+    # small: 29,892,164; base: 119,454,532 (paper Table 3: 30M / 119M)
+    assert abs(n - target) / target < 0.01, n
+    assert n == {"small": 29_892_164, "base": 119_454_532}[preset]
+
+
+def test_init_is_plain_residual_and_tied():
+    m = GPTBERT(tiny())
+    alphas = m.transformer.dwa_modules.alphas
+    assert len(alphas) == 4 and [a.numel() for a in alphas] == [2, 3, 4, 5]
+    assert all(a[-1].item() == 1.0 and a[:-1].abs().sum().item() == 0 for a in alphas)
+    assert m.classifier.nonlinearity[-1].weight is m.embedding.word_embedding.weight
+    std = math.sqrt(2 / (5 * 32))
+    w = m.transformer.attention_layers[0].in_proj_qk.weight
+    assert w.abs().max().item() <= 2 * std + 1e-6
+    # FFN matrices of layer i are scaled by sqrt(1 / (2 (i + 1)))
+    w1 = m.transformer.mlp_layers[1].mlp[1].weight
+    assert w1.abs().max().item() <= 2 * std * math.sqrt(1 / 4) + 1e-6
+
+
+def reference_forward(m: GPTBERT, ids: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """A literal implementation of the paper's attention (T x T x d position tensors), for comparison."""
+    cfg = m.config
+    H, D = cfg.num_heads, cfg.hidden_size // cfg.num_heads
+    x = F.layer_norm(m.embedding.word_embedding(ids), (cfg.hidden_size,), eps=cfg.layer_norm_eps)
+    rel = m.embedding.relative_layer_norm(m.embedding.relative_embedding)
+    B, T = ids.shape
+    outputs = [x]
+    for i in range(cfg.num_layers):
+        a = m.transformer.attention_layers[i]
+        h = F.layer_norm(x, (cfg.hidden_size,), eps=cfg.layer_norm_eps)
+        q, k = a.in_proj_qk(h).chunk(2, -1)
+        v, g = a.in_proj_vg(h).chunk(2, -1)
+        pq, pk = a.in_proj_qk(rel).chunk(2, -1)
+        idx = relative_position_index(T, cfg.position_buckets, cfg.max_position)
+        pq, pk = pq[idx].view(T, T, H, D), pk[idx].view(T, T, H, D)  # (T, T, H, D)
+        q, k, v = (t.view(B, T, H, D) for t in (q, k, v))
+        s = torch.einsum("bqhd,bkhd->bhqk", q, k) + torch.einsum("bqhd,qkhd->bhqk", q, pk) \
+            + torch.einsum("bkhd,qkhd->bhqk", k, pq)
+        s = s / math.sqrt(3 * D)
+        s = s.masked_fill(~allowed, float("-inf")).softmax(-1)
+        ctx = torch.einsum("bhqk,bkhd->bqhd", s, v).reshape(B, T, -1) * F.gelu(g)
+        y = a.out_proj(F.layer_norm(ctx, (cfg.hidden_size,), eps=cfg.layer_norm_eps))
+        outputs.append(x + y)
+        al = m.transformer.dwa_modules.alphas[2 * i]
+        x = sum(al[j] * outputs[j] for j in range(len(outputs)))
+        outputs.append(x + m.transformer.mlp_layers[i](x))
+        al = m.transformer.dwa_modules.alphas[2 * i + 1]
+        x = sum(al[j] * outputs[j] for j in range(len(outputs)))
+    return m.head(x)
+
+
+def test_matches_reference_implementation():
+    torch.manual_seed(0)
+    m = GPTBERT(tiny()).eval()
+    with torch.no_grad():  # make the DWA weights non-trivial
+        for a in m.transformer.dwa_modules.alphas:
+            a.add_(torch.randn_like(a) * 0.3)
+    ids = torch.randint(16, 200, (3, 21))
+    ids[:, 0] = 1
+    ids[1, 9] = 1
+    seg = torch.cumsum(ids == 1, -1)
+    for causal in (torch.tensor([False, True, False]), torch.tensor([True, True, True])):
+        mask = attention_mask(seg, causal)
+        got = m(ids, mask)
+        ref = reference_forward(m, ids, mask)
+        torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_positions_argument_selects_rows():
+    torch.manual_seed(0)
+    m = GPTBERT(tiny()).eval()
+    ids = torch.randint(16, 200, (2, 10))
+    full = m(ids)
+    pos = torch.tensor([0, 5, 13, 19])
+    torch.testing.assert_close(m(ids, None, pos), full.reshape(-1, 200)[pos])
+
+
+def test_causal_rows_ignore_later_tokens():
+    torch.manual_seed(0)
+    m = GPTBERT(tiny()).eval()
+    ids = torch.randint(16, 200, (1, 16))
+    seg = torch.zeros_like(ids)
+    mask = attention_mask(seg, True)
+    a = m(ids, mask)
+    ids2 = ids.clone()
+    ids2[0, 10:] = torch.randint(16, 200, (6,))
+    b = m(ids2, mask)
+    torch.testing.assert_close(a[0, :10], b[0, :10], atol=0, rtol=0)
+    assert not torch.allclose(a[0, 10:], b[0, 10:])
+    # Bidirectional rows do see later tokens.
+    c, d_ = m(ids, attention_mask(seg, False)), m(ids2, attention_mask(seg, False))
+    assert not torch.allclose(c[0, :10], d_[0, :10])
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_no_attention_across_documents(causal):
+    torch.manual_seed(0)
+    m = GPTBERT(tiny()).eval()
+    ids = torch.randint(16, 200, (1, 24))
+    ids[0, 0] = 1
+    ids[0, 8] = 1  # document 2 = positions 8..15
+    ids[0, 16] = 1  # document 3 = positions 16..23
+    seg = torch.cumsum(ids == 1, -1)
+    mask = attention_mask(seg, causal)
+    a = m(ids, mask)
+    other = ids.clone()
+    other[0, 1:8] = torch.randint(16, 200, (7,))  # change documents 1 and 3
+    other[0, 17:] = torch.randint(16, 200, (7,))
+    b = m(other, mask)
+    # Document 2's logits are unchanged (position-relative attention only inside the document).
+    torch.testing.assert_close(a[0, 8:16], b[0, 8:16], atol=1e-6, rtol=0)
+    assert not torch.allclose(a[0, 1:8], b[0, 1:8])
+
+
+def test_mask_shape_and_mixing():
+    seg = torch.tensor([[1, 1, 1, 2], [1, 1, 2, 2]])
+    m = attention_mask(seg, torch.tensor([True, False]))
+    assert m.shape == (2, 1, 4, 4)
+    assert m[0, 0].int().tolist() == [[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0], [0, 0, 0, 1]]
+    assert m[1, 0].int().tolist() == [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1]]
+
+
+def test_bf16_autocast_close_to_fp32():
+    torch.manual_seed(0)
+    m = GPTBERT(tiny()).eval()
+    ids = torch.randint(16, 200, (2, 12))
+    a = m(ids)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        b = m(ids)
+    assert (a - b.float()).abs().max().item() < 0.1
