@@ -1,0 +1,343 @@
+"""Optimizer, parameter groups, learning-rate schedule and EMA of GPT-BERT.
+
+The recipe follows Charpentier & Samuel (2024), "GPT or BERT: why not both?",
+Table 3: LAMB with betas (0.9, 0.98), eps 1e-8 and decoupled weight decay, a
+short linear warmup, a cosine decay to a floor, a short linear cooldown to
+zero, and an exponential moving average (EMA) of the weights that is used for
+evaluation and export.
+
+What we match from the official implementation (ltgoslo/gpt-bert,
+`pretraining/lamb.py` and `pretraining/utils.py`):
+
+* LAMB step. The moments are bias-corrected *before* the division and eps is
+  added *after* the square root: update = m_hat / (sqrt(v_hat) + eps). The
+  decoupled decay term wd * p is then added to the update, and the trust ratio
+  ||p|| / ||update|| is computed from that *decayed* update (1.0 if either
+  norm is zero). Groups with weight_decay == 0 skip the trust ratio entirely
+  and therefore take a plain Adam step: this is the official quirk, kept on
+  purpose (biases and LayerNorm weights are updated like in Adam).
+* Parameter groups. Biases and the affine weights of LayerNorms are not
+  decayed; everything else is, including embeddings and the 1-D DenseFormer
+  layer-weight scalars ("alphas"). So the common "ndim < 2 means no decay" rule
+  would be wrong here.
+* Schedule shape: warmup, cosine down to `min_factor`, then a linear cooldown
+  from `min_factor` to 0. Differences are documented in `lr_factor`.
+
+Everything here is deterministic: no atomics, no data-dependent host syncs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import Tensor, nn
+
+from gptbert.errors import input_error
+
+# Names added by wrappers: DistributedDataParallel puts the model under
+# `.module`, torch.compile under `._orig_mod`.
+_WRAPPER_ATTRS = ("module", "_orig_mod")
+
+# Affine normalisation layers whose parameters are never decayed.
+_NORM_TYPES: tuple[type[nn.Module], ...] = (nn.LayerNorm,) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """Return the plain model under any (Distributed)DataParallel / torch.compile wrappers."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def clean_param_name(name: str) -> str:
+    """Strip wrapper prefixes: 'module._orig_mod.layers.0.w' -> 'layers.0.w'.
+
+    A leading 'module.' comes from DDP; '_orig_mod.' from torch.compile, which
+    can also appear in the middle when only a submodule was compiled.
+    """
+    parts = name.split(".")
+    while len(parts) > 1 and parts[0] in _WRAPPER_ATTRS:
+        parts = parts[1:]
+    return ".".join(p for p in parts if p != "_orig_mod")
+
+
+# ---------------------------------------------------------------------------
+# LAMB
+# ---------------------------------------------------------------------------
+
+
+class Lamb(torch.optim.Optimizer):
+    """LAMB (You et al., 2020) as used by GPT-BERT (Table 3).
+
+    For every parameter p with gradient g, at step t (starting at 1):
+
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g^2
+        m_hat = m / (1 - b1^t),  v_hat = v / (1 - b2^t)
+        u = m_hat / (sqrt(v_hat) + eps)
+        if weight_decay > 0:                    # decayed group: LAMB
+            u = u + weight_decay * p
+            trust = ||p|| / ||u||  (1.0 if either norm is 0)
+        else:                                   # no-decay group: plain Adam
+            trust = 1.0
+        p = p - lr * trust * u
+
+    This is exactly the official `lamb.py` (see the module docstring). State
+    ("exp_avg", "exp_avg_sq") is kept in fp32 and the update is computed in
+    fp32 even if a parameter is stored in lower precision. The trust ratio is
+    computed on-device with `torch.where`, so a step never syncs with the host.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.98),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
+        if lr < 0.0:
+            raise ValueError(f"invalid learning rate {lr}")
+        if eps < 0.0:
+            raise ValueError(f"invalid eps {eps}")
+        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
+            raise ValueError(f"invalid betas {betas}")
+        if weight_decay < 0.0:
+            raise ValueError(f"invalid weight_decay {weight_decay}")
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("Lamb does not support sparse gradients")
+                grad = p.grad.float()
+
+                state = self.state[p]
+                if len(state) == 0:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p, dtype=torch.float32, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, dtype=torch.float32, memory_format=torch.preserve_format)
+                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+                state["step"] += 1
+                t = state["step"]
+
+                exp_avg.mul_(beta1).add_(grad, alpha=1.0 - beta1)
+                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+
+                m_hat = exp_avg / (1.0 - beta1**t)
+                v_hat = exp_avg_sq / (1.0 - beta2**t)
+                update = m_hat.div_(v_hat.sqrt_().add_(eps))
+
+                p32 = p.float()
+                if wd > 0.0:
+                    update.add_(p32, alpha=wd)
+                    w_norm = torch.linalg.vector_norm(p32)
+                    u_norm = torch.linalg.vector_norm(update)
+                    ok = (w_norm > 0) & (u_norm > 0)
+                    trust = torch.where(ok, w_norm / torch.where(ok, u_norm, 1.0), 1.0)
+                    update.mul_(trust)
+
+                if p.dtype == torch.float32:
+                    p.add_(update, alpha=-lr)
+                else:
+                    p.copy_(p32.add_(update, alpha=-lr))
+        return loss
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Split parameters into a decayed and a non-decayed optimizer group.
+
+    Not decayed: parameters whose name ends with '.bias' and all parameters of
+    LayerNorm (or RMSNorm) modules. Everything else is decayed, including
+    embeddings and the 1-D DenseFormer "alphas" (official behaviour, see the
+    module docstring). Tied parameters appear once; frozen ones not at all.
+    Empty groups are dropped. Each group carries a "name" ("decay"/"no_decay").
+    """
+    model = unwrap_model(model)
+    norm_params = {
+        id(p) for m in model.modules() if isinstance(m, _NORM_TYPES) for p in m.parameters(recurse=False)
+    }
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if name.endswith(".bias") or name == "bias" or id(p) in norm_params:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    groups = [
+        {"name": "decay", "params": decay, "weight_decay": weight_decay},
+        {"name": "no_decay", "params": no_decay, "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+# ---------------------------------------------------------------------------
+# Learning-rate schedule
+# ---------------------------------------------------------------------------
+
+
+def lr_factor(
+    step: int,
+    total_steps: int,
+    warmup: float = 0.016,
+    cooldown: float = 0.016,
+    min_factor: float = 0.1,
+) -> float:
+    """Multiplier of the peak learning rate at optimizer step `step` (0-based).
+
+    With W = round(warmup * total_steps) and C = round(cooldown * total_steps):
+
+    * warmup,   0 <= step < W:         (step + 1) / W
+    * cosine,   W <= step < total - C: min + (1 - min) * (1 + cos(pi * s)) / 2,
+                                       s = (step - W) / (total - C - W)
+    * cooldown, total - C <= step:     min * (total - step) / C  (0 at step == total)
+
+    It is meant for `torch.optim.lr_scheduler.LambdaLR`, whose first step uses
+    lr_factor(0). Differences from the official
+    `cosine_schedule_with_warmup_cooldown`:
+
+    * warmup uses (step + 1) / W instead of step / W, so the very first update
+      is not a wasted zero-lr step and warmup reaches 1.0 on its last step;
+    * the cosine spans the steps *between* warmup and cooldown, so it reaches
+      `min_factor` exactly where the cooldown starts. The official cosine is
+      stretched over (total - W) steps and is cut off by the cooldown slightly
+      above `min_factor`, which gives a small jump (about 0.0007 for the
+      defaults with total=1000); ours is continuous.
+
+    Steps past `total_steps` return 0.0.
+    """
+    if total_steps <= 0:
+        raise ValueError(f"total_steps must be positive, got {total_steps}")
+    if not (0.0 <= warmup and 0.0 <= cooldown and warmup + cooldown <= 1.0):
+        raise ValueError(f"invalid warmup/cooldown fractions {warmup}/{cooldown}")
+    warmup_steps = round(warmup * total_steps)
+    cooldown_steps = round(cooldown * total_steps)
+    cooldown_start = total_steps - cooldown_steps
+
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if step >= total_steps:
+        return 0.0
+    if step >= cooldown_start:
+        return min_factor * (total_steps - step) / max(1, cooldown_steps)
+    progress = (step - warmup_steps) / max(1, cooldown_start - warmup_steps)
+    return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+# ---------------------------------------------------------------------------
+# EMA
+# ---------------------------------------------------------------------------
+
+
+def _named_state_tensors(model: nn.Module) -> dict[str, Tensor]:
+    """Unique parameters and persistent buffers of `model`, by clean name.
+
+    Tied tensors appear once (under their first name); non-persistent buffers
+    (caches that are not in `state_dict()`) are left out.
+    """
+    model = unwrap_model(model)
+    persistent = set(model.state_dict().keys())
+    tensors: dict[str, Tensor] = {}
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if name in persistent:
+            tensors[clean_param_name(name)] = t
+    return tensors
+
+
+class EMA:
+    """Exponential moving average of the weights, kept in fp32.
+
+    shadow = decay * shadow + (1 - decay) * param after every `update`;
+    floating-point buffers are copied as they are (they are not trained).
+    `state_dict()` is the shadow itself, a flat {name: tensor} dict with the
+    model's own (wrapper-free) names, so it can be saved as safetensors and
+    loaded into a plain model for evaluation. Tied weights are stored once.
+    """
+
+    def __init__(self, model: nn.Module, decay: float = 0.999) -> None:
+        if not 0.0 <= decay <= 1.0:
+            raise ValueError(f"EMA decay must be in [0, 1], got {decay}")
+        self.decay = decay
+        model = unwrap_model(model)
+        param_ids = {id(p) for p in model.parameters()}
+        self.shadow: dict[str, Tensor] = {}
+        self._param_names: list[str] = []  # names updated by averaging
+        for name, t in _named_state_tensors(model).items():
+            self.shadow[name] = t.detach().clone().to(torch.float32 if t.is_floating_point() else t.dtype)
+            if id(t) in param_ids and t.is_floating_point():
+                self._param_names.append(name)
+        averaged = set(self._param_names)
+        self._buffer_names = [n for n in self.shadow if n not in averaged]
+
+    def _model_tensors(self, model: nn.Module) -> dict[str, Tensor]:
+        """The model's tensors that the shadow tracks, by clean name."""
+        model = unwrap_model(model)
+        tensors: dict[str, Tensor] = {}
+        for name, t in itertools.chain(model.named_parameters(), model.named_buffers()):
+            name = clean_param_name(name)
+            if name in self.shadow:
+                tensors[name] = t
+        if len(tensors) != len(self.shadow):
+            missing = [n for n in self.shadow if n not in tensors]
+            raise ValueError(f"EMA does not match the model: missing {missing[:3]}")
+        return tensors
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        tensors = self._model_tensors(model)
+        shadow = [self.shadow[n] for n in self._param_names]
+        params = [tensors[n].detach().float() for n in self._param_names]
+        if shadow:
+            torch._foreach_mul_(shadow, self.decay)
+            torch._foreach_add_(shadow, params, alpha=1.0 - self.decay)
+        for n in self._buffer_names:
+            self.shadow[n].copy_(tensors[n])
+
+    @torch.no_grad()
+    def copy_to(self, model: nn.Module) -> None:
+        """Overwrite the model's weights with the averaged ones."""
+        tensors = self._model_tensors(model)
+        for name, t in tensors.items():
+            t.copy_(self.shadow[name])
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return self.shadow
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, Tensor], source: str = "EMA state") -> None:
+        """Load a shadow dict (e.g. from ema.safetensors); `source` names it in errors."""
+        for name in self.shadow:
+            if name not in state:
+                raise input_error(source, f"missing EMA tensor '{name}'")
+            if tuple(state[name].shape) != tuple(self.shadow[name].shape):
+                raise input_error(
+                    source,
+                    f"EMA tensor '{name}' has shape {tuple(state[name].shape)}, "
+                    f"the model expects {tuple(self.shadow[name].shape)}",
+                )
+        unexpected = [n for n in state if n not in self.shadow]
+        if unexpected:
+            raise input_error(source, f"unexpected EMA tensor '{unexpected[0]}'")
+        for name, t in self.shadow.items():
+            t.copy_(state[name])
