@@ -129,13 +129,15 @@ class Lamb(torch.optim.Optimizer):
                     continue
                 if p.grad.is_sparse:
                     raise RuntimeError("Lamb does not support sparse gradients")
-                grad = p.grad.float()
+                # State and update in fp32 (fp64 for fp64 parameters, used by numerical tests).
+                sdtype = torch.float64 if p.dtype == torch.float64 else torch.float32
+                grad = p.grad.to(sdtype)
 
                 state = self.state[p]
                 if len(state) == 0:
                     state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p, dtype=torch.float32, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, dtype=torch.float32, memory_format=torch.preserve_format)
+                    state["exp_avg"] = torch.zeros_like(p, dtype=sdtype, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, dtype=sdtype, memory_format=torch.preserve_format)
                 exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
                 state["step"] += 1
                 t = state["step"]
@@ -147,7 +149,7 @@ class Lamb(torch.optim.Optimizer):
                 v_hat = exp_avg_sq / (1.0 - beta2**t)
                 update = m_hat.div_(v_hat.sqrt_().add_(eps))
 
-                p32 = p.float()
+                p32 = p.to(sdtype)
                 if wd > 0.0:
                     update.add_(p32, alpha=wd)
                     w_norm = torch.linalg.vector_norm(p32)
@@ -156,7 +158,7 @@ class Lamb(torch.optim.Optimizer):
                     trust = torch.where(ok, w_norm / torch.where(ok, u_norm, 1.0), 1.0)
                     update.mul_(trust)
 
-                if p.dtype == torch.float32:
+                if p.dtype == sdtype:
                     p.add_(update, alpha=-lr)
                 else:
                     p.copy_(p32.add_(update, alpha=-lr))

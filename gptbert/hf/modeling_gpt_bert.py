@@ -1,0 +1,550 @@
+"""GPT-BERT for Hugging Face transformers (5.x): causal LM, masked LM, encoder, classifier.
+
+Self-contained on purpose: this file is copied next to exported weights and
+loaded with `trust_remote_code=True`, so it imports torch, transformers and
+its sibling configuration file only.
+
+One set of weights serves every head. The parameter names are those of the
+officially released GPT-BERT checkpoints (`embedding.word_embedding.weight`,
+`transformer.attention_layers.N.in_proj_qk.weight`, `classifier.nonlinearity.5.bias`,
+...), with no base-model prefix, so a `model.safetensors` written for one head
+loads into all of them.
+
+* `GPTBertForCausalLM` - causal mask; logits at position i predict token i+1;
+  `generate()` with a real KV cache (`DynamicCache`; the relative-position
+  matrix is sliced at the cached offset).
+* `GPTBertForMaskedLM` - bidirectional; by default the logits are *aligned*
+  (row i scores token i, the Hugging Face convention); set
+  `config.mlm_logits_layout = "mntp"` for the raw GPT-BERT layout (row i
+  scores token i+1).
+* `GPTBertModel` - bidirectional encoder returning `last_hidden_state`.
+* `GPTBertForSequenceClassification` - first-token (`<s>`) state through
+  LayerNorm-Linear-GELU-LayerNorm-Dropout-Linear (`head.nonlinearity.*`).
+
+Attention masks: `attention_mask` may be (batch, keys) with 1 = real token,
+(batch, queries, keys) bool/0-1 with 1 = may attend, or a 4D
+(batch, 1, queries, keys) bool/0-1 mask or additive float mask.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from transformers import GenerationMixin, PreTrainedModel
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.modeling_outputs import (
+    BaseModelOutput,
+    CausalLMOutputWithPast,
+    MaskedLMOutput,
+    SequenceClassifierOutput,
+)
+
+try:
+    from transformers import initialization as init
+except ImportError:  # pragma: no cover - transformers 4.x
+    init = nn.init
+
+from .configuration_gpt_bert import GPTBertConfig
+
+
+# ---------------------------------------------------------------------------
+# Relative positions
+
+
+def _bucket_position(relative: torch.Tensor, num_buckets: int, max_position: int) -> torch.Tensor:
+    """Log-bucketed signed relative distance: exact up to num_buckets // 2, log-spaced beyond."""
+    sign = torch.sign(relative)
+    mid = num_buckets // 2
+    abs_pos = torch.where(
+        (relative < mid) & (relative > -mid),
+        torch.full_like(relative, mid - 1),
+        relative.abs().clamp(max=max_position - 1),
+    )
+    log_pos = torch.ceil(torch.log(abs_pos / mid) / math.log((max_position - 1) / mid) * (mid - 1)).long() + mid
+    return torch.where(abs_pos <= mid, relative, log_pos * sign).long()
+
+
+def relative_index(past: int, query_len: int, num_buckets: int, max_position: int, device) -> torch.Tensor:
+    """(query_len, past + query_len) indices into the relative embeddings.
+
+    Queries sit at positions past .. past+query_len-1, keys at 0 .. past+query_len-1;
+    entry [i, j] is the bucket of (past + i) - j, shifted to be >= 0.
+    """
+    q = torch.arange(past, past + query_len, device=device)
+    k = torch.arange(0, past + query_len, device=device)
+    return _bucket_position(q[:, None] - k[None, :], num_buckets, max_position) + num_buckets - 1
+
+
+# ---------------------------------------------------------------------------
+# Blocks
+
+
+class GPTBertEmbedding(nn.Module):
+    def __init__(self, config: GPTBertConfig):
+        super().__init__()
+        d = config.hidden_size
+        self.word_embedding = nn.Embedding(config.vocab_size, d)
+        self.word_layer_norm = nn.LayerNorm(d, eps=config.layer_norm_eps, elementwise_affine=False)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.relative_embedding = nn.Parameter(torch.empty(2 * config.position_bucket_size - 1, d))
+        self.relative_layer_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
+
+    def forward(self, input_ids=None, inputs_embeds=None):
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embedding(input_ids)
+        x = self.dropout(self.word_layer_norm(inputs_embeds))
+        rel = self.relative_layer_norm(self.relative_embedding)
+        return x, rel
+
+
+class GPTBertAttention(nn.Module):
+    """Disentangled attention (content-content + content-position + position-content), gated output."""
+
+    def __init__(self, config: GPTBertConfig, layer_idx: int):
+        super().__init__()
+        d = config.hidden_size
+        self.layer_idx = layer_idx
+        self.num_heads = config.num_attention_heads
+        self.head_dim = d // config.num_attention_heads
+        self.in_proj_qk = nn.Linear(d, 2 * d, bias=True)
+        self.in_proj_vg = nn.Linear(d, 2 * d, bias=True)
+        self.out_proj = nn.Linear(d, d, bias=True)
+        self.pre_layer_norm = nn.LayerNorm(d, config.layer_norm_eps, elementwise_affine=False)
+        self.post_layer_norm = nn.LayerNorm(d, config.layer_norm_eps, elementwise_affine=False)
+        self.attention_dropout = config.attention_probs_dropout_prob
+        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+        self.out_dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.scale = 1.0 / math.sqrt(3 * self.head_dim)
+
+    def forward(self, x, keep, rel, index, cache=None):
+        # x: (B, Q, d); keep: (B, 1, Q, K) bool; rel: (R, d); index: (Q, K) long
+        B, Q, d = x.shape
+        H, D = self.num_heads, self.head_dim
+        h = self.pre_layer_norm(x)
+        q, k = self.in_proj_qk(h).chunk(2, dim=-1)
+        v, gate = self.in_proj_vg(h).chunk(2, dim=-1)
+        q = q.view(B, Q, H, D).transpose(1, 2)  # (B, H, Q, D)
+        k = k.view(B, Q, H, D).transpose(1, 2)
+        v = v.view(B, Q, H, D).transpose(1, 2)
+        if cache is not None:
+            k, v = cache.update(k, v, self.layer_idx)
+        K = index.shape[1]
+        k, v = k[:, :, :K], v[:, :, :K]  # static caches hand back their whole buffer
+
+        pos_q, pos_k = self.in_proj_qk(self.dropout(rel)).chunk(2, dim=-1)  # (R, d) each
+        R = pos_q.shape[0]
+        pos_q = pos_q.view(R, H, D).transpose(0, 1)  # (H, R, D)
+        pos_k = pos_k.view(R, H, D).transpose(0, 1)
+        c2p = torch.gather(q @ pos_k.transpose(-1, -2), -1, index.expand(B, H, Q, K))  # q_i . key_pos[idx(i, j)]
+        p2c = torch.gather(k @ pos_q.transpose(-1, -2), -1, index.t().expand(B, H, K, Q)).transpose(-1, -2)
+        bias = ((c2p + p2c) * self.scale).masked_fill(~keep, float("-inf"))
+
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias.to(q.dtype),
+            dropout_p=self.attention_dropout if self.training else 0.0, scale=self.scale,
+        )
+        y = y.transpose(1, 2).reshape(B, Q, d) * F.gelu(gate)
+        return self.out_dropout(self.out_proj(self.post_layer_norm(y)))
+
+
+class GPTBertGeGLU(nn.Module):
+    def forward(self, x):
+        x, gate = x.chunk(2, dim=-1)
+        return x * F.gelu(gate, approximate="tanh")
+
+
+class GPTBertFeedForward(nn.Module):
+    def __init__(self, config: GPTBertConfig, layer_idx: int):
+        super().__init__()
+        d, i, eps = config.hidden_size, config.intermediate_size, config.layer_norm_eps
+        self.layer_idx = layer_idx
+        self.mlp = nn.Sequential(
+            nn.LayerNorm(d, eps, elementwise_affine=False),
+            nn.Linear(d, 2 * i, bias=False),
+            GPTBertGeGLU(),
+            nn.LayerNorm(i, eps, elementwise_affine=False),
+            nn.Linear(i, d, bias=False),
+            nn.Dropout(config.hidden_dropout_prob),
+        )
+
+    def forward(self, x):
+        return self.mlp(x)
+
+
+class GPTBertLayerWeights(nn.Module):
+    """DenseFormer-style weights: block b mixes the embedding output and all block outputs so far."""
+
+    def __init__(self, num_blocks: int):
+        super().__init__()
+        self.alphas = nn.ParameterList([nn.Parameter(torch.zeros(b + 2)) for b in range(num_blocks)])
+
+    def forward(self, outputs, block: int):
+        alpha = self.alphas[block].to(outputs[0].dtype)
+        x = outputs[0] * alpha[0]
+        for j in range(1, len(outputs)):
+            x = x + outputs[j] * alpha[j]
+        return x
+
+
+class GPTBertEncoder(nn.Module):
+    def __init__(self, config: GPTBertConfig):
+        super().__init__()
+        n = config.num_hidden_layers
+        self.attention_layers = nn.ModuleList([GPTBertAttention(config, i) for i in range(n)])
+        self.mlp_layers = nn.ModuleList([GPTBertFeedForward(config, i) for i in range(n)])
+        self.dwa_modules = GPTBertLayerWeights(2 * n)
+
+    def forward(self, x, keep, rel, index, cache=None, output_hidden_states=False):
+        outputs = [x]
+        hidden = [x] if output_hidden_states else None
+        for i, (attn, ff) in enumerate(zip(self.attention_layers, self.mlp_layers)):
+            outputs.append(x + attn(x, keep, rel, index, cache))
+            x = self.dwa_modules(outputs, 2 * i)
+            outputs.append(x + ff(x))
+            x = self.dwa_modules(outputs, 2 * i + 1)
+            if hidden is not None:
+                hidden.append(x)
+        return x, (tuple(hidden) if hidden is not None else None)
+
+
+class GPTBertLMHead(nn.Module):
+    """LayerNorm -> Linear -> GELU -> LayerNorm -> Dropout -> Linear (weight tied to the word embedding)."""
+
+    def __init__(self, config: GPTBertConfig):
+        super().__init__()
+        d = config.hidden_size
+        self.nonlinearity = nn.Sequential(
+            nn.LayerNorm(d, config.layer_norm_eps, elementwise_affine=False),
+            nn.Linear(d, d),
+            nn.GELU(),
+            nn.LayerNorm(d, config.layer_norm_eps, elementwise_affine=False),
+            nn.Dropout(config.hidden_dropout_prob),
+            nn.Linear(d, config.vocab_size),
+        )
+
+    def forward(self, x):
+        return self.nonlinearity(x)
+
+
+class GPTBertClassificationHead(nn.Module):
+    """Fine-tuning head on the first-token state: LN -> Linear -> GELU -> LN -> Dropout -> Linear, / temperature."""
+
+    def __init__(self, config: GPTBertConfig):
+        super().__init__()
+        d = config.hidden_size
+        p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.temperature = config.temperature
+        self.nonlinearity = nn.Sequential(
+            nn.LayerNorm(d, config.layer_norm_eps, elementwise_affine=False),
+            nn.Linear(d, d),
+            nn.GELU(),
+            nn.LayerNorm(d, config.layer_norm_eps, elementwise_affine=False),
+            nn.Dropout(p),
+            nn.Linear(d, config.num_labels),
+        )
+
+    def forward(self, x):
+        return self.nonlinearity(x) / self.temperature
+
+
+# ---------------------------------------------------------------------------
+# Masks
+
+
+def _keep_mask(attention_mask, batch: int, query_len: int, past: int, causal: bool, device) -> torch.Tensor:
+    """Boolean (B, 1, Q, K) mask, True where query i (at position past+i) may attend to key j."""
+    K = past + query_len
+    if attention_mask is None:
+        keep = torch.ones(batch, 1, query_len, K, dtype=torch.bool, device=device)
+    else:
+        m = attention_mask.to(device)
+        if m.dim() == 2:  # (B, keys): 1 = real token
+            if m.shape[-1] == query_len and past > 0:
+                m = torch.cat([m.new_ones(m.shape[0], past), m], dim=-1)  # mask of the new tokens only
+            if m.shape[-1] < K:
+                raise ValueError(f"attention_mask has {m.shape[-1]} positions but the keys are {K} tokens long")
+            keep = m[:, None, None, -K:].bool().expand(m.shape[0], 1, query_len, K)
+        elif m.dim() in (3, 4):  # (B, Q, K) or (B, 1, Q, K): True / 1 = may attend, or additive floats
+            if m.dim() == 3:
+                m = m[:, None]
+            m = m[..., -query_len:, :K]
+            if m.is_floating_point() and bool((m < 0).any()):
+                keep = m > torch.finfo(m.dtype).min / 2
+            else:
+                keep = m.bool()
+            if m.shape[-1] < K:
+                raise ValueError(f"attention_mask covers {m.shape[-1]} keys but the keys are {K} tokens long")
+        else:
+            raise ValueError(f"attention_mask must have 2, 3 or 4 dimensions, got shape {tuple(m.shape)}")
+        keep = keep.expand(batch, 1, query_len, K)
+    rows = torch.arange(past, K, device=device)[:, None]
+    cols = torch.arange(K, device=device)[None, :]
+    if causal:
+        keep = keep & (cols <= rows)
+    # Every query may see itself: a padding row then stays finite instead of NaN; real rows are unchanged.
+    return keep | (cols == rows)
+
+
+# ---------------------------------------------------------------------------
+# Models
+
+
+class GPTBertPreTrainedModel(PreTrainedModel):
+    config_class = GPTBertConfig
+    config: GPTBertConfig
+    base_model_prefix = "gpt_bert"
+    supports_gradient_checkpointing = False
+    _no_split_modules = ["GPTBertAttention", "GPTBertFeedForward"]
+    _supports_sdpa = True
+    # The official checkpoints store the position-bucket matrix of every layer; it is recomputed here.
+    _keys_to_ignore_on_load_unexpected = [r"position_indices$"]
+
+    def _init_weights(self, module):
+        """GPT-BERT init: trunc-normal std sqrt(2 / 5d) cut at 2 std, zero biases, FFN scaled by depth."""
+        std = math.sqrt(2.0 / (5.0 * self.config.hidden_size))
+
+        def trunc(w, scale=1.0):
+            init.trunc_normal_(w, mean=0.0, std=std * scale, a=-2 * std * scale, b=2 * std * scale)
+
+        if isinstance(module, nn.Linear):
+            trunc(module.weight)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            trunc(module.weight)
+        elif isinstance(module, nn.LayerNorm) and module.weight is not None:
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, GPTBertEmbedding):
+            trunc(module.relative_embedding)
+        elif isinstance(module, GPTBertFeedForward):  # runs after its Linear children: rescale them
+            scale = math.sqrt(1.0 / (2.0 * (module.layer_idx + 1)))
+            trunc(module.mlp[1].weight, scale)
+            trunc(module.mlp[4].weight, scale)
+        elif isinstance(module, GPTBertLayerWeights):
+            for a in module.alphas:
+                target = torch.zeros_like(a)
+                target[-1] = 1.0
+                init.copy_(a, target) if hasattr(init, "copy_") else a.data.copy_(target)
+
+    # -- shared trunk ---------------------------------------------------------
+
+    def _encode(self, input_ids, inputs_embeds, attention_mask, causal, cache=None, output_hidden_states=False):
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids and inputs_embeds")
+        x, rel = self.embedding(input_ids, inputs_embeds)
+        B, Q = x.shape[:2]
+        past = cache.get_seq_length(0) if cache is not None else 0
+        cfg = self.config
+        keep = _keep_mask(attention_mask, B, Q, past, causal, x.device)
+        index = relative_index(past, Q, cfg.position_bucket_size, cfg.max_position_embeddings, x.device)
+        return self.transformer(x, keep, rel, index, cache, output_hidden_states)
+
+    def get_input_embeddings(self):
+        return self.embedding.word_embedding
+
+    def set_input_embeddings(self, value):
+        self.embedding.word_embedding = value
+
+
+class GPTBertModel(GPTBertPreTrainedModel):
+    """The bare encoder: bidirectional by default, returns `last_hidden_state` (no logits)."""
+
+    _keys_to_ignore_on_load_unexpected = [r"position_indices$", r"^classifier\.", r"^head\."]
+
+    def __init__(self, config: GPTBertConfig):
+        super().__init__(config)
+        self.embedding = GPTBertEmbedding(config)
+        self.transformer = GPTBertEncoder(config)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        inputs_embeds=None,
+        output_hidden_states=None,
+        return_dict=None,
+        is_causal: bool = False,
+        **kwargs,
+    ):
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        hidden, all_hidden = self._encode(input_ids, inputs_embeds, attention_mask, is_causal,
+                                          output_hidden_states=bool(output_hidden_states))
+        if return_dict is False:
+            return (hidden,) + ((all_hidden,) if all_hidden is not None else ())
+        return BaseModelOutput(last_hidden_state=hidden, hidden_states=all_hidden)
+
+
+class _GPTBertWithLMHead(GPTBertPreTrainedModel):
+    _tied_weights_keys = {"classifier.nonlinearity.5.weight": "embedding.word_embedding.weight"}
+    _keys_to_ignore_on_load_unexpected = [r"position_indices$", r"^head\."]
+
+    def __init__(self, config: GPTBertConfig):
+        super().__init__(config)
+        self.embedding = GPTBertEmbedding(config)
+        self.transformer = GPTBertEncoder(config)
+        self.classifier = GPTBertLMHead(config)
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.classifier.nonlinearity[5]
+
+    def set_output_embeddings(self, new_embeddings):
+        self.classifier.nonlinearity[5] = new_embeddings
+
+
+class GPTBertForCausalLM(_GPTBertWithLMHead, GenerationMixin):
+    """Causal language model: logits at position i predict token i+1. Supports `generate()` with a KV cache."""
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        cache: Cache | None = None,
+        inputs_embeds=None,
+        labels=None,
+        use_cache=None,
+        output_hidden_states=None,
+        return_dict=None,
+        logits_to_keep: int | torch.Tensor = 0,
+        past_key_values: Cache | None = None,
+        token_type_ids=None,
+        **kwargs,
+    ):
+        if cache is None:
+            cache = past_key_values  # name used before transformers 5.40
+        use_cache = use_cache if use_cache is not None else self.config.use_cache
+        if self.training and labels is not None:
+            use_cache = False
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
+        if not use_cache:
+            cache = None
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        hidden, all_hidden = self._encode(input_ids, inputs_embeds, attention_mask, True, cache, bool(output_hidden_states))
+
+        if isinstance(logits_to_keep, int):
+            kept = hidden[:, -logits_to_keep:] if logits_to_keep > 0 else hidden
+        else:
+            kept = hidden[:, logits_to_keep]
+        logits = self.classifier(kept)
+
+        loss = None
+        if labels is not None:  # labels = input_ids (standard HF causal LM), shifted here
+            loss = F.cross_entropy(
+                logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+                labels[:, 1:].to(logits.device).reshape(-1),
+                ignore_index=-100,
+            )
+        if return_dict is False:
+            out = (logits, cache) + ((all_hidden,) if all_hidden is not None else ())
+            return ((loss,) + out) if loss is not None else out
+        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache, hidden_states=all_hidden)
+
+
+class GPTBertForMaskedLM(_GPTBertWithLMHead):
+    """Bidirectional masked LM. Logits aligned (row i scores token i) unless config.mlm_logits_layout == "mntp"."""
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        inputs_embeds=None,
+        labels=None,
+        output_hidden_states=None,
+        return_dict=None,
+        **kwargs,
+    ):
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        hidden, all_hidden = self._encode(input_ids, inputs_embeds, attention_mask, False,
+                                          output_hidden_states=bool(output_hidden_states))
+        raw = self.classifier(hidden)  # row i scores token i+1
+        aligned = self.config.mlm_logits_layout == "aligned"
+        if aligned:
+            # Row 0 has no prediction in GPT-BERT (nothing precedes it): a one-hot `<s>` row stands in.
+            first = torch.full_like(raw[:, :1], torch.finfo(raw.dtype).min)
+            first[..., self.config.bos_token_id if self.config.bos_token_id is not None else 1] = 0.0
+            logits = torch.cat([first, raw[:, :-1]], dim=1)
+        else:
+            logits = raw
+
+        loss = None
+        if labels is not None:
+            labels = labels.to(raw.device)
+            pred, gold = (raw[:, :-1], labels[:, 1:])  # same loss in both layouts
+            loss = F.cross_entropy(pred.float().reshape(-1, raw.shape[-1]), gold.reshape(-1), ignore_index=-100)
+        if return_dict is False:
+            out = (logits,) + ((all_hidden,) if all_hidden is not None else ())
+            return ((loss,) + out) if loss is not None else out
+        return MaskedLMOutput(loss=loss, logits=logits, hidden_states=all_hidden)
+
+
+class GPTBertForSequenceClassification(GPTBertPreTrainedModel):
+    """Sequence classifier on the first-token state, bidirectional attention."""
+
+    _keys_to_ignore_on_load_unexpected = [r"position_indices$", r"^classifier\."]
+
+    def __init__(self, config: GPTBertConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.embedding = GPTBertEmbedding(config)
+        self.transformer = GPTBertEncoder(config)
+        self.head = GPTBertClassificationHead(config)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        inputs_embeds=None,
+        labels=None,
+        output_hidden_states=None,
+        return_dict=None,
+        **kwargs,
+    ):
+        output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        hidden, all_hidden = self._encode(input_ids, inputs_embeds, attention_mask, False,
+                                          output_hidden_states=bool(output_hidden_states))
+        logits = self.head(hidden[:, 0])
+
+        loss = None
+        if labels is not None:
+            labels = labels.to(logits.device)
+            if self.config.problem_type is None:
+                if self.num_labels == 1:
+                    self.config.problem_type = "regression"
+                elif labels.dtype in (torch.long, torch.int):
+                    self.config.problem_type = "single_label_classification"
+                else:
+                    self.config.problem_type = "multi_label_classification"
+            if self.config.problem_type == "regression":
+                loss = F.mse_loss(logits.squeeze(-1).float(), labels.float().view(-1)) if self.num_labels == 1 \
+                    else F.mse_loss(logits.float(), labels.float())
+            elif self.config.problem_type == "single_label_classification":
+                loss = F.cross_entropy(logits.float().view(-1, self.num_labels), labels.view(-1))
+            else:
+                loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+        if return_dict is False:
+            out = (logits,) + ((all_hidden,) if all_hidden is not None else ())
+            return ((loss,) + out) if loss is not None else out
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=all_hidden)
+
+
+__all__ = [
+    "GPTBertPreTrainedModel",
+    "GPTBertModel",
+    "GPTBertForCausalLM",
+    "GPTBertForMaskedLM",
+    "GPTBertForSequenceClassification",
+]
