@@ -34,7 +34,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             default = f.default
             group.add_argument(
                 f"--{section}.{f.name}", dest=f"{section}.{f.name}", default=None, metavar=type(default).__name__.upper(),
-                help=f"{f.metadata.get('help', '')} (default: {default!r})",
+                help=f"{f.metadata.get('help', '')} (default: {default!r})".replace("%", "%%"),
             )
 
 

@@ -34,6 +34,7 @@ from .errors import GPTBertError
 from .model import GPTBERT, attention_mask
 from .objectives import IGNORE, causal_rows, hybrid_loss, mask_rate
 from .optim import EMA, Lamb, lr_factor, param_groups
+from .tokenizer import check_vocab, load_tokenizer
 
 
 @dataclass
@@ -65,6 +66,9 @@ def check_data(cfg: RunConfig) -> dict:
             f"{data / 'meta.json'}: corpus was tokenized with a vocabulary of {meta['vocab_size']} "
             f"but model.vocab_size is {cfg.model.vocab_size}"
         )
+    tok_path = Path(cfg.train.tokenizer) if cfg.train.tokenizer else data / "tokenizer.json"
+    if cfg.train.tokenizer or tok_path.exists():
+        check_vocab(tok_path, load_tokenizer(tok_path), cfg.model.vocab_size)
     return meta
 
 
