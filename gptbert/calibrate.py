@@ -46,8 +46,10 @@ def steps_for_budget(cfg: RunConfig, seconds: float) -> tuple[int, float]:
     """(max_steps, mean seconds per step) so that training fits in `seconds`."""
     rows = cfg.train.micro_batch_size
     T0 = cfg.train.seq_length
-    lengths = [T0 * m for m in ((1, 2, 4) if cfg.train.seq_schedule else (1,))]
-    tau = {T: seconds_per_token(cfg, T, max(1, rows * T0 // T)) for T in lengths}
+    tau0 = seconds_per_token(cfg, T0, rows)
+    # Longer rows cost more per token only through attention; scale by the FLOP estimate.
+    flops = GPTBERT(cfg.model).flops_per_token
+    tau = {T0 * m: tau0 * flops(T0 * m) / flops(T0) for m in (1, 2, 4)}
     # Cost of a candidate run: sum over its steps of tokens x seconds/token at that length.
     def cost(n: int) -> float:
         cfg.train.max_steps = n
