@@ -262,6 +262,10 @@ def export_hf(
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
+    from transformers.utils import logging as hf_logging
+
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
     try:
         hf_model.save_pretrained(tmp, safe_serialization=True)
         hf_model.generation_config.save_pretrained(tmp)
@@ -270,6 +274,8 @@ def export_hf(
         hf_tok.save_pretrained(tmp)
         card = model_card(ckpt, model, which, mlm_logits_layout, tok_path)
         (tmp / "README.md").write_text(card, encoding="utf-8")
+        for f in tmp.iterdir():
+            os.chmod(f, 0o644)
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
             os.replace(out_dir, old)
@@ -280,6 +286,9 @@ def export_hf(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
     return out_dir
 
 
@@ -476,7 +485,7 @@ def write_official_layout(model, tokenizer_path: str | Path, out_dir: str | Path
         "architectures": ["LtgbertForCausalLM"],
         "model_type": "ltgbert",
         **hf_config_dict(model.config),
-        "temperature": 1.0,
+        "temperature": 1.0,  # the official name of the classifier temperature
     }
     (out_dir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
     sd = official_state_dict(model)
@@ -517,10 +526,8 @@ def _read_hf_weights(src: Path) -> tuple[dict[str, torch.Tensor], Path]:
     raise input_error(src, f"no weights found (expected one of {', '.join(OFFICIAL_WEIGHT_FILES)})")
 
 
-def convert_official_state_dict(state: Mapping[str, torch.Tensor], mc, source: Path) -> dict[str, torch.Tensor]:
-    """Official / exported HF weights -> our state dict (checked against GPTBERT(mc))."""
-    from .model import GPTBERT
-
+def convert_official_state_dict(state: Mapping[str, torch.Tensor], model, source: Path) -> dict[str, torch.Tensor]:
+    """Official / exported HF weights -> our state dict, checked against `model` (a GPTBERT) key by key."""
     # A wrapper prefix ("model.", "bert.", ...) is removed when every weight carries it.
     prefix = ""
     if _EMBED_KEY not in state:
@@ -544,7 +551,7 @@ def convert_official_state_dict(state: Mapping[str, torch.Tensor], mc, source: P
         if head.shape != emb.shape or not torch.allclose(head, emb, rtol=0, atol=1e-6):
             raise input_error(source, f"'{_TIED_KEY}' differs from '{_EMBED_KEY}': GPT-BERT ties the output "
                                       "matrix to the word embedding and an untied head cannot be imported")
-    expected = GPTBERT(mc).state_dict()
+    expected = model.state_dict()
     for k, v in out.items():
         if k not in expected:
             raise input_error(source, f"unexpected weight '{prefix}{k}' (not a GPT-BERT checkpoint, or an LTG-BERT "
@@ -586,8 +593,8 @@ def import_hf(src_dir: str | Path, out_run_dir: str | Path) -> Path:
     tok = load_tokenizer(tok_src)
     check_vocab(tok_src, tok, mc.vocab_size)
     state, weights_path = _read_hf_weights(src)
-    ours = convert_official_state_dict(state, mc, weights_path)
     model = GPTBERT(mc)
+    ours = convert_official_state_dict(state, model, weights_path)
     load_model_weights(model, ours, weights_path)
 
     out = Path(out_run_dir)

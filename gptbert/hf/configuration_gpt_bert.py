@@ -37,7 +37,8 @@ class GPTBertConfig(PreTrainedConfig):
         hidden_dropout_prob: dropout on embeddings, block outputs and the LM head.
         attention_probs_dropout_prob: dropout on attention probabilities and relative embeddings.
         classifier_dropout: dropout inside the sequence-classification head (None: hidden_dropout_prob).
-        temperature: the sequence-classification logits are divided by it.
+        classifier_temperature: the sequence-classification logits are divided by it (the official
+            checkpoints call it `temperature`, a name transformers now reserves for generation).
         mlm_logits_layout: what `GPTBertForMaskedLM` returns. "aligned" (default): logit row i scores
             token i, the Hugging Face masked-LM convention (minicons `MaskedLMScorer`, lm-eval `hf-mlm`,
             BabyLM 2025 `--backend mlm`); row 0 is a one-hot `<s>` row. "mntp": the raw GPT-BERT
@@ -58,7 +59,7 @@ class GPTBertConfig(PreTrainedConfig):
     hidden_dropout_prob: float = 0.1
     attention_probs_dropout_prob: float = 0.1
     classifier_dropout: float | None = None
-    temperature: float = 1.0
+    classifier_temperature: float = 1.0
     mlm_logits_layout: str = "aligned"
     use_cache: bool = True
     tie_word_embeddings: bool = True

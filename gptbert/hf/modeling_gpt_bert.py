@@ -236,7 +236,7 @@ class GPTBertClassificationHead(nn.Module):
         super().__init__()
         d = config.hidden_size
         p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.temperature = config.temperature
+        self.temperature = config.classifier_temperature
         self.nonlinearity = nn.Sequential(
             nn.LayerNorm(d, config.layer_norm_eps, elementwise_affine=False),
             nn.Linear(d, d),
