@@ -181,12 +181,36 @@ class FeedForward(nn.Module):
         return self.mlp(x)
 
 
+class _Store(torch.autograd.Function):
+    """Write `value` into buf[idx] in place and return buf[:idx + 1] as a new autograd node.
+
+    This keeps every block output in one preallocated (2L + 1, B, T, d) buffer,
+    so each layer-weighted sum is a single matrix-vector product over it
+    instead of a chain of 2L scale-and-add kernels. Backward routes the
+    gradient of the prefix: row idx to `value`, rows < idx to the previous prefix.
+    Rows < idx are never written again, so the saved prefixes stay valid.
+    """
+
+    @staticmethod
+    def forward(ctx, value: torch.Tensor, prev: torch.Tensor | None, buf: torch.Tensor, idx: int) -> torch.Tensor:
+        buf[idx].copy_(value)
+        ctx.idx, ctx.has_prev = idx, prev is not None
+        out = buf.new_empty(0)
+        out.set_(buf.untyped_storage(), buf.storage_offset(), (idx + 1, *buf.shape[1:]), buf.stride())
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad[ctx.idx], (grad[: ctx.idx] if ctx.has_prev else None), None, None
+
+
 class LayerWeights(nn.Module):
     """DenseFormer-style weighted sums over all earlier block outputs (paper 2.2).
 
     Block b (0-based, 2L blocks) has b + 2 unconstrained scalars, one for the
     embedding output and one per block output so far. Initialised to
     [0, ..., 0, 1]: the network starts as a plain pre-norm residual stack.
+    The sums run in fp32 even under bf16 autocast (they are the residual stream).
     """
 
     def __init__(self, num_blocks: int):
@@ -200,12 +224,10 @@ class LayerWeights(nn.Module):
                 a.zero_()
                 a[-1] = 1.0
 
-    def forward(self, outputs: list[torch.Tensor], block: int) -> torch.Tensor:
-        alpha = self.alphas[block].to(outputs[0].dtype)  # (b + 2,)
-        x = outputs[0] * alpha[0]
-        for j in range(1, len(outputs)):
-            x = x + outputs[j] * alpha[j]
-        return x
+    def forward(self, prefix: torch.Tensor, block: int) -> torch.Tensor:
+        # prefix: (block + 2, B, T, d) = [embedding output, block outputs 0..block]
+        with torch.autocast(prefix.device.type, enabled=False):
+            return torch.tensordot(self.alphas[block].to(prefix.dtype), prefix, dims=1)  # (B, T, d)
 
 
 class Encoder(nn.Module):
@@ -216,12 +238,14 @@ class Encoder(nn.Module):
         self.dwa_modules = LayerWeights(2 * cfg.num_layers)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, rel: torch.Tensor) -> torch.Tensor:
-        outputs = [x]  # embedding output, then every post-residual block output
+        # x: (B, T, d) embedding output. All 2L + 1 stream states live in one buffer.
+        buf = x.new_empty((2 * len(self.attention_layers) + 1, *x.shape))
+        prefix = _Store.apply(x, None, buf, 0)
         for i, (attn, ff) in enumerate(zip(self.attention_layers, self.mlp_layers)):
-            outputs.append(x + attn(x, mask, rel))
-            x = self.dwa_modules(outputs, 2 * i)
-            outputs.append(x + ff(x))
-            x = self.dwa_modules(outputs, 2 * i + 1)
+            prefix = _Store.apply(x + attn(x, mask, rel), prefix, buf, 2 * i + 1)
+            x = self.dwa_modules(prefix, 2 * i)
+            prefix = _Store.apply(x + ff(x), prefix, buf, 2 * i + 2)
+            x = self.dwa_modules(prefix, 2 * i + 1)
         return x
 
 
