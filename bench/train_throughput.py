@@ -1,0 +1,169 @@
+"""Training throughput of GPT-BERT (ours) vs HF BERT / GPT-2 of the same size, on this machine.
+
+Each configuration runs in its own subprocess (so its peak RSS is its own):
+forward + backward + optimizer step on random tokens, a mixed hybrid batch
+(1 causal row in 16, ~30% MNTP targets elsewhere), small preset
+(12 x 384, 6 heads, vocab 8192). Prints a table, then one JSON line:
+
+  python bench/train_throughput.py            # full: more repeats
+  python bench/train_throughput.py --quick    # < 3 minutes
+
+MFU is against the bf16 / fp32 matmul peak the script measures itself at the
+model's shapes (4096 x 384 @ 384 x 2560), so it is a fraction of what this
+machine can actually do, not of a datasheet number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+CONFIGS = {
+    # name: (implementation, precision, batch, seq_length, compile)
+    "small_t128_fp32": ("ours", "fp32", 32, 128, False),
+    "small_t128_bf16": ("ours", "bf16", 32, 128, False),
+    "small_t128_bf16_compiled": ("ours", "bf16", 32, 128, True),
+    "small_t512_bf16": ("ours", "bf16", 8, 512, False),
+    "hf_bert_t128_bf16": ("hf_bert", "bf16", 32, 128, False),
+    "hf_gpt2_t128_bf16": ("hf_gpt2", "bf16", 32, 128, False),
+}
+
+
+def matmul_peak(dtype_name: str, seconds: float = 2.0) -> float:
+    import torch
+
+    dtype = torch.bfloat16 if dtype_name == "bf16" else torch.float32
+    a, b = torch.randn(4096, 384, dtype=dtype), torch.randn(384, 2560, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        n += 1
+    return 2 * 4096 * 384 * 2560 * n / (time.perf_counter() - t0)
+
+
+def build(impl: str):
+    import torch
+
+    if impl == "ours":
+        from gptbert.config import model_preset
+        from gptbert.model import GPTBERT
+
+        return GPTBERT(model_preset("small"))
+    from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
+
+    if impl == "hf_bert":
+        return BertForMaskedLM(BertConfig(vocab_size=8192, hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
+                                          intermediate_size=1536, max_position_embeddings=512, attn_implementation="sdpa"))
+    return GPT2LMHeadModel(GPT2Config(vocab_size=8192, n_embd=384, n_layer=12, n_head=6, n_positions=512,
+                                      attn_implementation="sdpa"))
+
+
+def run_one(name: str, repeats: int) -> dict:
+    import torch
+
+    impl, precision, B, T, compile_ = CONFIGS[name]
+    torch.manual_seed(0)
+    model = build(impl)
+    if impl == "ours":
+        from gptbert.model import attention_mask
+        from gptbert.optim import Lamb, param_groups
+
+        opt = Lamb(param_groups(model, 0.1), lr=1e-3)
+        net = torch.compile(model) if compile_ else model
+        segments = torch.zeros(B, T, dtype=torch.long)
+        causal = torch.zeros(B, dtype=torch.bool)
+        causal[: max(1, B // 16)] = True
+        mask = attention_mask(segments, causal)
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        net = model
+    x = torch.randint(16, 8192, (B, T))
+    positions = torch.randperm(B * T)[: int(0.3 * B * T)].sort().values
+    targets = torch.randint(16, 8192, (positions.numel(),))
+    labels = torch.full((B * T,), -100)
+    labels[positions] = targets
+    labels = labels.view(B, T)
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            if impl == "ours":
+                logits = net(x, mask, positions)
+                loss = torch.nn.functional.cross_entropy(logits.float(), targets)
+            else:
+                loss = net(input_ids=x, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(2):
+        step()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    dt = sorted(times)[len(times) // 2]  # median
+    n_params = sum(p.numel() for p in model.parameters())
+    if impl == "ours":
+        flops_per_token = model.flops_per_token(T)
+    else:
+        flops_per_token = 6 * n_params + 12 * 12 * T * 384
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return dict(name=name, tok_s=B * T / dt, step_s=dt, flops_per_token=flops_per_token, params=n_params,
+                peak_rss_mb=peak_rss_mb, precision=precision)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="fewer repeats, no compiled run (< 3 minutes)")
+    p.add_argument("--one", help=argparse.SUPPRESS)
+    p.add_argument("--repeats", type=int, default=None)
+    args = p.parse_args()
+    repeats = args.repeats or (3 if args.quick else 6)
+    if args.one:
+        print(json.dumps(run_one(args.one, repeats)))
+        return
+
+    import torch
+
+    names = [n for n in CONFIGS if not (args.quick and CONFIGS[n][4])]
+    peaks = {d: matmul_peak(d, 1.0 if args.quick else 3.0) for d in ("bf16", "fp32")}
+    results = {}
+    for name in names:
+        proc = subprocess.run([sys.executable, __file__, "--one", name, "--repeats", str(repeats)],
+                              capture_output=True, text=True, env={**os.environ})
+        if proc.returncode != 0:
+            print(f"{name}: failed ({proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode})")
+            continue
+        results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
+
+    print(f"# {time.strftime('%Y-%m-%d')}, torch {torch.__version__}, {os.cpu_count()} CPU threads; "
+          f"matmul peak bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s, fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s")
+    print(f"{'config':28s} {'tokens/s':>10s} {'MFU':>6s} {'peak RSS MB':>12s}")
+    for name, r in results.items():
+        r["mfu"] = r["tok_s"] * r["flops_per_token"] / peaks[r["precision"]]
+        print(f"{name:28s} {r['tok_s']:10.0f} {100 * r['mfu']:5.1f}% {r['peak_rss_mb']:12.0f}")
+    get = lambda n, k="tok_s": round(results[n][k], 3) if n in results else None  # noqa: E731
+    summary = {
+        "small_t128_bf16_tok_s": get("small_t128_bf16"),
+        "small_t128_fp32_tok_s": get("small_t128_fp32"),
+        "small_t128_bf16_compiled_tok_s": get("small_t128_bf16_compiled"),
+        "hf_bert_t128_bf16_tok_s": get("hf_bert_t128_bf16"),
+        "hf_gpt2_t128_bf16_tok_s": get("hf_gpt2_t128_bf16"),
+        "small_t512_bf16_tok_s": get("small_t512_bf16"),
+        "small_t512_peak_rss_mb": get("small_t512_bf16", "peak_rss_mb"),
+        "mfu_bf16": get("small_t128_bf16", "mfu"),
+        "matmul_peak_bf16_gflops": round(peaks["bf16"] / 1e9, 1),
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
