@@ -168,3 +168,17 @@ def test_tiny_preset_learns_real_text(tmp_path):
     # causal 4.44 and masked 4.76, i.e. perplexity 3-4x below the unigram model's.
     assert res.val["val_loss_causal"] < h - 1.2
     assert res.val["val_loss_masked"] < h - 0.9
+
+
+def test_metrics_files_and_tensorboard(prepared, tmp_path):
+    pytest.importorskip("tensorboard", reason="TensorBoard logging needs `pip install tensorboard` (the [test] extra)")
+    cfg = tiny_config(prepared["data"], tmp_path / "run", prepared["vocab_size"], max_steps=4, tensorboard=True)
+    train(cfg)
+    rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    header = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"loss_masked", "loss_causal", "tokens_per_s", "lr"} <= set(header)
+    val = json.loads((tmp_path / "run" / "validation.jsonl").read_text().splitlines()[-1])
+    assert val["step"] == 4 and val["val_loss_masked"] > 0
+    events = list((tmp_path / "run" / "tensorboard").rglob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
