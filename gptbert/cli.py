@@ -164,6 +164,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--val-fraction", type=float, default=0.01, help="fraction of documents held out")
     _add_config_flags(s)
     s.set_defaults(fn=cmd_quickstart)
+
+    from .export import add_hf_parsers  # export, import-hf, generate (transformers only needed by export)
+
+    add_hf_parsers(sub)
+    try:
+        from .eval.cli import add_eval_parser, add_finetune_parser
+    except ImportError:  # evaluation package not installed in this tree
+        pass
+    else:
+        add_eval_parser(sub)
+        add_finetune_parser(sub)
     return p
 
 

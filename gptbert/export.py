@@ -2,14 +2,18 @@
 
 Commands (registered by `add_hf_parsers`, wired into `gptbert` by cli.py):
 
-  gptbert export CHECKPOINT OUT_DIR [--raw]   a folder that loads with
-      `trust_remote_code=True` as AutoModelForCausalLM / AutoModelForMaskedLM /
-      AutoModel / AutoModelForSequenceClassification (needs transformers 5.x)
+  gptbert export CHECKPOINT OUT_DIR [--raw] [--mlm-layout aligned|mntp] [--results R.json]
+      a folder that loads with `trust_remote_code=True` as AutoModelForCausalLM /
+      AutoModelForMaskedLM / AutoModel / AutoModelForSequenceClassification
+      (needs transformers 5.x)
   gptbert import-hf DIR OUT_RUN_DIR           the official released layout
       (ltg/gpt-bert-babylm-small/-base: config.json, pytorch_model.bin or
       model.safetensors, tokenizer.json) or one of our exports -> a checkpoint
       of ours, so `eval`, `finetune` and `generate` work on it
   gptbert generate CHECKPOINT "prompt"        greedy or sampled continuation
+
+`export_sequence_classifier(state, ...)` writes a fine-tuned classifier
+(`gptbert.eval.finetune.SequenceClassifier` weights) as an HF folder.
 
 The export folder holds:
   config.json                 GPTBertConfig with `auto_map` for five Auto classes
@@ -31,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import sys
@@ -60,6 +63,8 @@ HF_TO_OURS = {  # config.json field -> ModelConfig field
 }
 _REQUIRED_HF_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
 _TIED_KEY = "classifier.nonlinearity.5.weight"
+# Never generated: <unk>, <pad>, <mask> and the 11 spare specials (<s> and </s> end a continuation).
+SUPPRESSED_IDS = (0, 3, 4) + tuple(range(5, 16))
 _EMBED_KEY = "embedding.word_embedding.weight"
 
 
@@ -229,19 +234,22 @@ def export_hf(
     tokenizer: str | Path | None = None,
     mlm_logits_layout: str = "aligned",
     force: bool = False,
+    results: list[str | Path] | tuple = (),
 ) -> Path:
     """Write a Hugging Face folder for a checkpoint of ours; returns the folder.
+
+    The model card lists the numbers of `results` (results.json files of `gptbert eval` /
+    `gptbert finetune`) and of any results.json found next to the checkpoint or in its run folder.
 
     The folder is written next to OUT_DIR under a temporary name and renamed
     into place at the end, so a failure never leaves a half-written export.
     """
     _require_transformers()
-    from .hf import HF_DIR, REMOTE_CODE_FILES
     from .hf.modeling_gpt_bert import GPTBertForCausalLM
+    from .tokenizer import BOS_ID, EOS_ID
 
     out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not force:
-        raise input_error(out_dir, "already exists and is not empty (pass --force to replace it)")
+    _check_out_dir(out_dir, force)
     model, ckpt, which = load_model(checkpoint, raw=raw)
     mc = model.config
     tok_path = checkpoint_tokenizer_path(ckpt, tokenizer)
@@ -258,21 +266,36 @@ def export_hf(
     hf_model.eval()
     _check_same_logits(model, hf_model, mc)
 
+    hf_model.generation_config.suppress_tokens = list(SUPPRESSED_IDS)
+    hf_model.generation_config.eos_token_id = [EOS_ID, BOS_ID]  # a new document (<s>) also ends a text
+    card = model_card(ckpt, model, which, mlm_logits_layout, tok_path, [Path(r) for r in results])
+    return _write_hf_folder(hf_model, hf_tok, card, out_dir)
+
+
+def _check_out_dir(out_dir: Path, force: bool) -> None:
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not force:
+        raise input_error(out_dir, "already exists and is not empty (pass --force to replace it)")
+
+
+def _write_hf_folder(hf_model, hf_tok, card: str, out_dir: Path) -> Path:
+    """save_pretrained + remote-code files + tokenizer + README into a temporary folder, then swap it in."""
+    from transformers.utils import logging as hf_logging
+
+    from .hf import HF_DIR, REMOTE_CODE_FILES
+
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
-    from transformers.utils import logging as hf_logging
-
     bar = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
         hf_model.save_pretrained(tmp, safe_serialization=True)
-        hf_model.generation_config.save_pretrained(tmp)
+        if getattr(hf_model, "generation_config", None) is not None and hf_model.can_generate():
+            hf_model.generation_config.save_pretrained(tmp)
         for name in REMOTE_CODE_FILES:
             shutil.copyfile(HF_DIR / name, tmp / name)
         hf_tok.save_pretrained(tmp)
-        card = model_card(ckpt, model, which, mlm_logits_layout, tok_path)
         (tmp / "README.md").write_text(card, encoding="utf-8")
         for f in tmp.iterdir():
             os.chmod(f, 0o644)
@@ -290,6 +313,62 @@ def export_hf(
         if bar:
             hf_logging.enable_progress_bar()
     return out_dir
+
+
+def export_sequence_classifier(
+    state: Mapping[str, torch.Tensor],
+    model_config,
+    tokenizer_path: str | Path,
+    out_dir: str | Path,
+    labels: int | list[str],
+    classifier_dropout: float | None = None,
+    force: bool = False,
+) -> Path:
+    """Write a fine-tuned sequence classifier as an HF folder (AutoModelForSequenceClassification).
+
+    state: the fine-tuned weights in one state dict: the GPT-BERT encoder under our names (optionally
+        behind a `backbone.` / `model.` / `module.` prefix; `classifier.*` is ignored) and the
+        LN-Linear-GELU-LN-Dropout-Linear head on the `<s>` state under `head.` (`head.1.weight`,
+        `head.5.bias`, ... as `gptbert.eval.finetune.SequenceClassifier` has them, or
+        `head.nonlinearity.1.weight`, ...).
+    labels: the number of labels, or their names in id order.
+    """
+    _require_transformers()
+    from .hf.modeling_gpt_bert import GPTBertForSequenceClassification
+
+    out_dir = Path(out_dir)
+    _check_out_dir(out_dir, force)
+    mc = model_config
+    names = [f"LABEL_{i}" for i in range(labels)] if isinstance(labels, int) else [str(x) for x in labels]
+    if len(names) < 1:
+        raise GPTBertError("export_sequence_classifier: at least one label is needed")
+    config = build_hf_config(mc, id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
+                             classifier_dropout=classifier_dropout)
+    config.architectures = ["GPTBertForSequenceClassification"]
+    hf_model = GPTBertForSequenceClassification(config)
+    weights: dict[str, torch.Tensor] = {}
+    for k, v in state.items():
+        for prefix in ("module.", "backbone.", "model."):
+            if k.startswith(prefix):
+                k = k[len(prefix):]
+        if k.startswith("head."):
+            parts = k.split(".")
+            if parts[-2] in ("1", "5") and parts[-1] in ("weight", "bias"):
+                weights[f"head.nonlinearity.{parts[-2]}.{parts[-1]}"] = v
+        elif not k.startswith("classifier."):
+            weights[k] = v
+    missing, unexpected = hf_model.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise GPTBertError(f"export_sequence_classifier: weights do not fit the model "
+                           f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
+    hf_tok = hf_fast_tokenizer(tokenizer_path, mc.max_position)
+    card = (f"---\nlibrary_name: transformers\ntags:\n- gpt-bert\npipeline_tag: text-classification\n---\n\n"
+            f"# GPT-BERT sequence classifier ({len(names)} labels: {', '.join(names)})\n\n"
+            "Fine-tuned GPT-BERT (Charpentier & Samuel, 2024): bidirectional attention, the `<s>` state through "
+            "LayerNorm-Linear-GELU-LayerNorm-Dropout-Linear. Load with "
+            "`AutoModelForSequenceClassification.from_pretrained(PATH, trust_remote_code=True)` "
+            "(transformers 5.x).\n")
+    return _write_hf_folder(hf_model.eval(), hf_tok, card, out_dir)
 
 
 @torch.no_grad()
@@ -313,46 +392,96 @@ def _check_same_logits(model, hf_model, mc) -> None:
 # Model card
 
 
-def _find_eval_results(ckpt_dir: Path) -> list[tuple[str, Any]]:
-    """Numbers from results.json files next to the checkpoint or in its run folder (if any)."""
+def _result_files(ckpt_dir: Path, extra: list[Path] | tuple = ()) -> list[Path]:
+    """results.json files given explicitly, next to the checkpoint, or in its run folder."""
     run_dir = ckpt_dir.parent.parent
     files: list[Path] = []
+    for f in extra:
+        f = Path(f)
+        if not f.is_file():
+            raise input_error(f, "results file does not exist")
+        files.append(f)
     for base in (ckpt_dir, run_dir, run_dir / "eval"):
         if base.is_dir():
             files += sorted(base.glob("results.json")) + sorted(base.glob("*/results.json"))
             files += sorted(base.glob("*/*/results.json"))
-    rows: list[tuple[str, Any]] = []
-    seen = set()
+    unique: list[Path] = []
     for f in files:
-        if f in seen:
-            continue
-        seen.add(f)
+        if f.resolve() not in {u.resolve() for u in unique}:
+            unique.append(f)
+    return unique
+
+
+def _num(v: Any) -> str:
+    return f"{v:.2f}" if isinstance(v, float) else str(v)
+
+
+def _results_rows(data: Any, source: str) -> list[tuple[str, str, str]]:
+    """(what, metric, value) rows from a `gptbert eval` / `gptbert finetune` results.json (or any JSON)."""
+    rows: list[tuple[str, str, str]] = []
+    if not isinstance(data, dict):
+        return rows
+    tasks = data.get("tasks")
+    if isinstance(tasks, dict):
+        for task, by_mode in tasks.items():
+            if not isinstance(by_mode, dict):
+                continue
+            for mode, r in by_mode.items():
+                if isinstance(r, (int, float)) and not isinstance(r, bool):  # flat metrics per task
+                    if "scores" not in data and mode not in ("n_pairs", "n_subtasks", "ties_at_T1", "seconds"):
+                        rows.append((str(task), str(mode), _num(r)))
+                    continue
+                if not isinstance(r, dict):
+                    continue
+                t1, best = r.get("T1"), r.get("best_T")
+                if isinstance(t1, dict) and isinstance(t1.get("average"), (int, float)):
+                    rows.append((f"{task} ({mode})", "accuracy, T=1", _num(t1["average"])))
+                if isinstance(best, dict) and isinstance(best.get("average"), (int, float)):
+                    rows.append((f"{task} ({mode})", f"accuracy, best T={best.get('temperature', '?')}",
+                                 _num(best["average"])))
+    for mode, r in (data.get("lambada") or {}).items() if isinstance(data.get("lambada"), dict) else ():
+        if isinstance(r, dict):
+            for k, v in r.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "seconds":
+                    rows.append((f"LAMBADA ({mode})", str(k), _num(v)))
+    scores = data.get("scores")  # `gptbert finetune`: {task: metric value or None}
+    if isinstance(scores, dict):
+        for task, v in scores.items():
+            rows.append((str(task), "score", _num(v) if isinstance(v, (int, float)) else "unavailable"))
+    glue = data.get("glue_score")
+    if isinstance(glue, dict) and isinstance(glue.get("score"), (int, float)):
+        rows.append(("GLUE score", "mean", _num(glue["score"])))
+    if not rows:  # unknown layout: top-level numbers only
+        rows = [(source, str(k), _num(v)) for k, v in data.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return rows
+
+
+def _eval_block(ckpt_dir: Path, extra: list[Path] | tuple = ()) -> str:
+    rows: list[tuple[str, str, str]] = []
+    for f in _result_files(ckpt_dir, extra):
         try:
             data = json.loads(f.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        prefix = f.parent.relative_to(run_dir).as_posix() if f.parent != run_dir else ""
-
-        def walk(obj, path, depth):
-            if len(rows) >= 40:
-                return
-            if isinstance(obj, (int, float)) and not isinstance(obj, bool):
-                rows.append(("/".join(p for p in path if p), obj))
-            elif isinstance(obj, dict) and depth < 3:
-                for k, v in obj.items():
-                    walk(v, path + [str(k)], depth + 1)
-
-        walk(data, [prefix], 0)
-    return rows
+        rows += _results_rows(data, f.parent.name)
+    if not rows:
+        return ("No evaluation results were found (run `gptbert eval` / `gptbert finetune`, then export "
+                "again with `--results runs/eval/results.json`).")
+    if len(rows) > 80:
+        rows = rows[:80] + [("...", f"{len(rows) - 80} more rows in the results files", "")]
+    return "| task | metric | value |\n|---|---|---|\n" + "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
 
 
-def model_card(ckpt: Mapping[str, Any], model, which: str, mlm_logits_layout: str, tok_path: Path) -> str:
+def model_card(ckpt: Mapping[str, Any], model, which: str, mlm_logits_layout: str, tok_path: Path,
+               results: list[Path] | tuple = ()) -> str:
     cfg = ckpt.get("config") or {}
     train = cfg.get("train") or {}
     obj = cfg.get("objective") or {}
     meta = ckpt.get("meta") or {}
     mc = model.config
-    n_params = model.num_parameters()
+    n = model.num_parameters()
+    n_params = f"{n / 1e6:.1f}M" if n >= 1e5 else f"{n:,}"
     data_line = f"`{train.get('data', 'unknown')}`"
     data_meta = Path(str(train.get("data", ""))) / "meta.json"
     if train.get("data") and data_meta.is_file():
@@ -371,13 +500,7 @@ def model_card(ckpt: Mapping[str, Any], model, which: str, mlm_logits_layout: st
     step = meta.get("step", "unknown")
     tokens = meta.get("tokens_seen")
     tokens_line = f"{tokens:,}" if isinstance(tokens, int) else "unknown"
-    results = _find_eval_results(Path(ckpt["path"]))
-    if results:
-        eval_block = "| metric | value |\n|---|---|\n" + "\n".join(
-            f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in results
-        )
-    else:
-        eval_block = "No evaluation results were found next to the checkpoint (run `gptbert eval`, then export again)."
+    eval_block = _eval_block(Path(ckpt["path"]), results)
     other = "mntp" if mlm_logits_layout == "aligned" else "aligned"
     return f"""---
 library_name: transformers
@@ -389,7 +512,7 @@ tags:
 pipeline_tag: text-generation
 ---
 
-# GPT-BERT ({n_params / 1e6:.1f}M parameters)
+# GPT-BERT ({n_params} parameters)
 
 A GPT-BERT model (Charpentier & Samuel, 2024): one transformer trained with a
 hybrid of causal language modelling and masked next-token prediction, so the
@@ -421,7 +544,7 @@ The folder carries its own modeling code: load it with `trust_remote_code=True`
 ```python
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
-tok = AutoTokenizer.from_pretrained(PATH)
+tok = AutoTokenizer.from_pretrained(PATH, trust_remote_code=True)
 lm = AutoModelForCausalLM.from_pretrained(PATH, trust_remote_code=True)
 out = lm.generate(**tok("The cat", return_tensors="pt"), max_new_tokens=30, repetition_penalty=1.5)
 print(tok.decode(out[0], skip_special_tokens=True))
@@ -454,9 +577,22 @@ This folder uses `{mlm_logits_layout}`; for `{other}`, pass
 causal scoring use `--backend causal` / lm-eval `hf` with
 `AutoModelForCausalLM`.
 
+Evaluation tools: lm-evaluation-harness (0.4.13) through the adapter in the
+`gptbert` package, `python -m gptbert.hf.lm_eval_adapter --model gpt-bert
+--model_args pretrained=PATH,mode=causal --tasks ...` (`mode=mntp` for the
+pseudo-log-likelihood, `mode=fused` for their sum); minicons
+`IncrementalLMScorer` (causal) and `MaskedLMScorer` (aligned masked LM).
+
 Generation: the paper recommends `repetition_penalty=1.5`. The training data
-have no end-of-text token (every document starts with `<s>`), so a generated
-`<s>` marks the start of a new document.
+have no end-of-text token (every document starts with `<s>`), so
+generation_config.json stops at `<s>` as well as `</s>`, and never produces
+`<unk>`, `<pad>`, `<mask>` or the spare special tokens (`suppress_tokens`).
+
+Tokenizer: a fast tokenizer (`tokenizer.json`) with `<s>` (BOS/CLS), `</s>`
+(EOS/SEP), `<pad>`, `<mask>` and `<unk>`; `<s>` is added in front of every
+text. Character offsets are trimmed, so a token's span never includes the
+space before its word; within the first word of a text, spans start one
+character late (the space the tokenizer prepends maps onto character 0).
 """
 
 
@@ -636,13 +772,16 @@ def generate_ids(
     top_p: float = 1.0,
     repetition_penalty: float = 1.5,
     stop_ids: tuple[int, ...] = (),
+    suppress_ids: tuple[int, ...] = (),
     seed: int | None = None,
 ) -> list[int]:
     """Continue `prompt_ids` with our GPTBERT (causal mask); returns the new token ids.
 
     Greedy decoding with the same repetition penalty gives exactly the tokens
     of transformers' `generate(do_sample=False, repetition_penalty=...)` on the
-    exported model. The context is cut to the model's longest sequence.
+    exported model (pass `suppress_ids=SUPPRESSED_IDS`, which the export's
+    generation_config.json sets as `suppress_tokens`). The context is cut to
+    the model's longest sequence.
     """
     from .model import attention_mask
 
@@ -660,6 +799,8 @@ def generate_ids(
         mask = attention_mask(torch.zeros_like(ctx), True)
         logits = model(ctx, mask)[:, -1].float()  # (1, V)
         logits = apply_repetition_penalty(logits, ids, repetition_penalty)
+        if suppress_ids:
+            logits[:, list(suppress_ids)] = float("-inf")
         if greedy:
             nxt = int(logits.argmax(-1))
         else:
@@ -689,6 +830,7 @@ def generate_text(checkpoint, prompt: str, raw: bool = False, tokenizer: str | P
     tok = load_tokenizer(checkpoint_tokenizer_path(ckpt, tokenizer))
     prompt_ids = tok.encode(prompt).ids  # "<s> ..." (the post-processor adds <s>)
     kw.setdefault("stop_ids", (BOS_ID, EOS_ID))
+    kw.setdefault("suppress_ids", SUPPRESSED_IDS)
     new = generate_ids(model, prompt_ids, **kw)
     full = tok.decode(prompt_ids + new, skip_special_tokens=True)
     head = tok.decode(prompt_ids, skip_special_tokens=True)
@@ -702,7 +844,7 @@ def generate_text(checkpoint, prompt: str, raw: bool = False, tokenizer: str | P
 def cmd_export(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     out = export_hf(args.checkpoint, args.out_dir, raw=args.raw, tokenizer=args.tokenizer,
-                    mlm_logits_layout=args.mlm_layout, force=args.force)
+                    mlm_logits_layout=args.mlm_layout, force=args.force, results=args.results or ())
     print(f"exported ({'raw' if args.raw else 'EMA if present'} weights, masked-LM logits {args.mlm_layout}) "
           f"in {time.perf_counter() - t0:.1f}s -> {out}")
     print(f"load with: AutoModelForCausalLM.from_pretrained('{out}', trust_remote_code=True)")
@@ -745,6 +887,9 @@ def add_hf_parsers(subparsers) -> None:
     s.add_argument("--mlm-layout", choices=("aligned", "mntp"), default="aligned",
                    help="AutoModelForMaskedLM logits: aligned (row i scores token i; minicons, hf-mlm, "
                         "BabyLM --backend mlm) or mntp (raw GPT-BERT, row i scores token i+1; BabyLM --backend mntp)")
+    s.add_argument("--results", action="append", metavar="RESULTS_JSON",
+                   help="results.json of `gptbert eval` / `gptbert finetune` to list in the model card "
+                        "(repeatable; results.json files in the run folder are found by themselves)")
     s.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists")
     s.set_defaults(fn=cmd_export)
 
@@ -774,12 +919,14 @@ def add_hf_parsers(subparsers) -> None:
 
 
 __all__ = [
+    "SUPPRESSED_IDS",
     "add_hf_parsers",
     "apply_repetition_penalty",
     "build_hf_config",
     "checkpoint_tokenizer_path",
     "convert_official_state_dict",
     "export_hf",
+    "export_sequence_classifier",
     "generate_ids",
     "generate_text",
     "hf_config_dict",

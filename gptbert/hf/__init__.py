@@ -4,6 +4,9 @@
 `gptbert export` copies them next to the weights, and anyone can load the
 folder with `trust_remote_code=True` without installing gptbert.
 
+`lm_eval_adapter.py` is the lm-evaluation-harness model `gpt-bert` (needs
+lm-eval; `python -m gptbert.hf.lm_eval_adapter --model gpt-bert ...`).
+
 Importing this package does not import transformers. Call `register()` to
 make the Auto classes know `model_type="gpt_bert"` in this process (then
 `trust_remote_code` is not needed for folders whose config says gpt_bert).
@@ -26,7 +29,12 @@ AUTO_MAP = {
 
 
 def register() -> None:
-    """Register GPTBertConfig and the model classes with the transformers Auto classes (idempotent)."""
+    """Register GPTBertConfig and the model classes with the transformers Auto classes (idempotent).
+
+    The classes are also marked for `register_for_auto_class`, so `save_pretrained`
+    on a model built from them still writes the two code files and `auto_map`:
+    the saved folder stays loadable where gptbert is not installed.
+    """
     from transformers import (
         AutoConfig,
         AutoModel,
@@ -44,6 +52,7 @@ def register() -> None:
     )
 
     AutoConfig.register("gpt_bert", GPTBertConfig, exist_ok=True)
+    GPTBertConfig.register_for_auto_class("AutoConfig")
     for auto, cls in (
         (AutoModel, GPTBertModel),
         (AutoModelForCausalLM, GPTBertForCausalLM),
@@ -51,6 +60,7 @@ def register() -> None:
         (AutoModelForSequenceClassification, GPTBertForSequenceClassification),
     ):
         auto.register(GPTBertConfig, cls, exist_ok=True)
+        cls.register_for_auto_class(auto.__name__)
 
 
 __all__ = ["AUTO_MAP", "HF_DIR", "REMOTE_CODE_FILES", "register"]

@@ -169,6 +169,8 @@ class GPTBertFeedForward(nn.Module):
             nn.Linear(i, d, bias=False),
             nn.Dropout(config.hidden_dropout_prob),
         )
+        for lin in (self.mlp[1], self.mlp[4]):  # read by _init_weights: deeper FFNs start smaller
+            lin.init_scale = math.sqrt(1.0 / (2.0 * (layer_idx + 1)))
 
     def forward(self, x):
         return self.mlp(x)
@@ -180,6 +182,7 @@ class GPTBertLayerWeights(nn.Module):
     def __init__(self, num_blocks: int):
         super().__init__()
         self.alphas = nn.ParameterList([nn.Parameter(torch.zeros(b + 2)) for b in range(num_blocks)])
+        self.alphas.is_layer_weights = True  # read by _init_weights: start as a plain residual stack
 
     def forward(self, outputs, block: int):
         alpha = self.alphas[block].to(outputs[0].dtype)
@@ -309,8 +312,11 @@ class GPTBertPreTrainedModel(PreTrainedModel):
         def trunc(w, scale=1.0):
             init.trunc_normal_(w, mean=0.0, std=std * scale, a=-2 * std * scale, b=2 * std * scale)
 
+        # transformers initialises module by module, each through its own parameters only (and skips
+        # modules without direct parameters), so the GPT-BERT specifics are marked on the modules
+        # that own the parameters: `init_scale` on the FFN matrices, `is_layer_weights` on the alphas.
         if isinstance(module, nn.Linear):
-            trunc(module.weight)
+            trunc(module.weight, getattr(module, "init_scale", 1.0))
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
@@ -320,12 +326,8 @@ class GPTBertPreTrainedModel(PreTrainedModel):
             init.zeros_(module.bias)
         elif isinstance(module, GPTBertEmbedding):
             trunc(module.relative_embedding)
-        elif isinstance(module, GPTBertFeedForward):  # runs after its Linear children: rescale them
-            scale = math.sqrt(1.0 / (2.0 * (module.layer_idx + 1)))
-            trunc(module.mlp[1].weight, scale)
-            trunc(module.mlp[4].weight, scale)
-        elif isinstance(module, GPTBertLayerWeights):
-            for a in module.alphas:
+        elif isinstance(module, nn.ParameterList) and getattr(module, "is_layer_weights", False):
+            for a in module:
                 target = torch.zeros_like(a)
                 target[-1] = 1.0
                 init.copy_(a, target) if hasattr(init, "copy_") else a.data.copy_(target)
