@@ -125,6 +125,28 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
     print(f"      validation: {format_losses(result.val)}")
     print(f"      unigram-entropy baseline: {h:.4f} nats/token")
     print(f"      checkpoint: {result.checkpoint}")
+    if args.eval_tasks:
+        _quick_eval(args, result.checkpoint, tok_path, out)
+
+
+def _quick_eval(args: argparse.Namespace, checkpoint: Path, tok_path: Path, out: Path) -> None:
+    """Zero-shot minimal pairs on the fresh checkpoint (EMA weights), one small table."""
+    from .eval.loading import default_eval_dir, load_for_eval
+    from .eval.report import summary_table
+    from .eval.suite import run_suite
+
+    data_dir = Path(args.eval_data) if args.eval_data else default_eval_dir()
+    tasks = [t for t in args.eval_tasks.split(",") if t]
+    if not data_dir.is_dir():
+        print(f"[eval] skipped: evaluation data folder {data_dir} is absent (pass --eval-data)")
+        return
+    t0 = time.perf_counter()
+    model, tok = load_for_eval(checkpoint, tok_path, ema=True, device="cpu")
+    print(f"[eval] {', '.join(tasks)} in causal, mntp and fused modes (EMA weights, bf16 forward, fp32 sums)")
+    results = run_suite(model, tok, tasks, ["causal", "mntp", "fused"], out / "eval", data_dir=data_dir,
+                        precision="bf16", progress=False, log=lambda s: None)
+    print(summary_table(results["tasks"]))
+    print(f"      {time.perf_counter() - t0:.0f}s -> {out / 'eval' / 'results.json'}")
 
 
 # ---------------------------------------------------------------------------
@@ -162,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="YAML preset for the model and schedule")
     s.add_argument("--minutes", type=float, default=10.0, help="wall-clock budget for the whole job, in minutes")
     s.add_argument("--val-fraction", type=float, default=0.01, help="fraction of documents held out")
+    s.add_argument("--eval-tasks", default="blimp_fast,supplement_fast",
+                   help="zero-shot tasks to run after training ('' = none)")
+    s.add_argument("--eval-data", help="evaluation data folder (default: ../shared/data/eval)")
     _add_config_flags(s)
     s.set_defaults(fn=cmd_quickstart)
 

@@ -1,0 +1,29 @@
+"""Evaluation of GPT-BERT checkpoints: the BabyLM zero-shot suite and (Super)GLUE fine-tuning.
+
+  scoring        SentenceScorer: causal / mntp / fused / prefix log-probs with a temperature sweep
+  minimal_pairs  BLiMP, BLiMP supplement, EWoK loaders and per-paradigm/phenomenon/domain accuracy
+  lambada        LAMBADA exact match and perplexity (causal, masked, prefix)
+  finetune       GLUE fine-tuning with the paper's classifier and Table 4 hyperparameters
+  metrics        accuracy, F1, MCC (numpy) and the paper's GLUE average
+  suite, report  `gptbert eval` orchestration, results.json, tables, predictions, PNG charts
+  cli            add_eval_parser / add_finetune_parser for the main CLI
+"""
+
+from .loading import default_eval_dir, find_tokenizer, load_for_eval
+from .metrics import accuracy, f1_binary, glue_score, matthews_corrcoef
+from .scoring import MODES, SWEEP_TEMPERATURES, Scores, SentenceScorer, pair_correct
+
+__all__ = [
+    "MODES",
+    "SWEEP_TEMPERATURES",
+    "Scores",
+    "SentenceScorer",
+    "accuracy",
+    "default_eval_dir",
+    "f1_binary",
+    "find_tokenizer",
+    "glue_score",
+    "load_for_eval",
+    "matthews_corrcoef",
+    "pair_correct",
+]

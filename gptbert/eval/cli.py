@@ -1,0 +1,181 @@
+"""`gptbert eval` and `gptbert finetune`: argparse entry points for the main CLI.
+
+The main `gptbert.cli` registers these with
+
+    from gptbert.eval.cli import add_eval_parser, add_finetune_parser
+    add_eval_parser(sub); add_finetune_parser(sub)
+
+Each sets `fn=` on its sub-parser; `cli.main` calls `args.fn(args)` and turns a
+`GPTBertError` into a one-line `error: ...` with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ..errors import GPTBertError
+
+DEFAULT_TASKS = "blimp_fast,supplement_fast"
+DEFAULT_MODES = "causal,mntp,fused"
+
+
+def _split(s: str) -> list[str]:
+    return [x.strip() for x in s.split(",") if x.strip()]
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="run folder, its checkpoints/ folder, or a checkpoints/step_N folder")
+    p.add_argument("--tokenizer", help="tokenizer.json (default: the run's config train.tokenizer, else next to the run)")
+    p.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights (default: EMA)")
+    p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
+                   help="bf16: transformer in bf16 (log-probs/logits and all sums stay fp32); fp32: everything fp32")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+
+
+def add_eval_parser(subparsers) -> argparse.ArgumentParser:
+    s = subparsers.add_parser(
+        "eval", help="zero-shot BabyLM suite: BLiMP, supplement, EWoK, LAMBADA in causal/mntp/fused/prefix modes",
+        description="Score minimal pairs (and LAMBADA) with a checkpoint. Reports, per task and mode, the paper's "
+                    "average at T=1 and at the best temperature of the sweep 0.05..3.00 (chosen on the task "
+                    "itself, as the paper does for BLiMP), and the T->0 (argmax) limit. Ties count as wrong. "
+                    "Writes results.json, report.md, predictions_<mode>.json (BabyLM 2024 submission format) "
+                    "and accuracy_<task>.png to --out.")
+    _common(s)
+    s.add_argument("--tasks", default=DEFAULT_TASKS,
+                   help="comma-separated: blimp_filtered, blimp_fast, blimp, supplement_filtered, supplement_fast, "
+                        "ewok_filtered, ewok_fast, ewok_core, lambada, or paths to folders/.jsonl/.zip files "
+                        f"(default: {DEFAULT_TASKS})")
+    s.add_argument("--modes", default=DEFAULT_MODES,
+                   help=f"comma-separated of causal, mntp, fused, prefix (default: {DEFAULT_MODES})")
+    s.add_argument("--out", default="runs/eval", help="output folder (default: runs/eval)")
+    s.add_argument("--data-dir", help="folder holding the named tasks (default: ../shared/data/eval)")
+    s.add_argument("--no-sweep", dest="sweep", action="store_false",
+                   help="score at T=1 only (faster: one log-sum-exp per token instead of the 60-point sweep)")
+    s.add_argument("--temperature", type=float, default=1.0,
+                   help="temperature of the predictions files (0 = argmax limit; default 1)")
+    s.add_argument("--limit", type=int, help="only the first N pairs of every sub-task (quick runs)")
+    s.add_argument("--max-tokens", type=int, default=4096, help="padded tokens per forward pass (default 4096)")
+    s.add_argument("--ewok-password", default="ewok", help="password of the EWoK zips (from the EWoK terms of use)")
+    s.add_argument("--ewok-predictions", action="store_true",
+                   help="also write EWoK predictions (they contain EWoK sentences in plain text: keep them off the web)")
+    s.add_argument("--no-charts", dest="charts", action="store_false", help="do not write the PNG bar charts")
+    s.add_argument("--details", action="store_true", help="also print the per-phenomenon / per-domain tables")
+    s.set_defaults(fn=cmd_eval)
+    return s
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from . import report
+    from .loading import load_for_eval
+    from .suite import run_suite
+
+    if args.limit is not None and args.limit < 1:
+        raise GPTBertError("--limit must be >= 1")
+    if args.max_tokens < 16:
+        raise GPTBertError("--max-tokens must be >= 16")
+    tasks, modes = _split(args.tasks), _split(args.modes)
+    device = _device(args.device)
+    t0 = time.perf_counter()
+    model, tok, info = load_for_eval(args.checkpoint, args.tokenizer, ema=not args.raw, device=device, return_info=True)
+    print(f"eval: {info['checkpoint']} ({info['weights']} weights, step {info['step']}), {args.precision} on {device}",
+          file=sys.stderr)
+    results = run_suite(model, tok, tasks, modes, args.out, data_dir=args.data_dir, precision=args.precision,
+                        sweep=args.sweep, predict_temperature=args.temperature, ewok_password=args.ewok_password,
+                        ewok_predictions=args.ewok_predictions, limit=args.limit, max_tokens=args.max_tokens,
+                        progress=args.progress, charts=args.charts, info=info,
+                        log=lambda s: print(s, file=sys.stderr))
+    if results["tasks"]:
+        print(report.summary_table(results["tasks"]))
+        if args.details:
+            for name, by_mode in results["tasks"].items():
+                print(f"\n{name}")
+                print(report.breakdown_table(by_mode, "phenomena"))
+    if results.get("lambada"):
+        print(report.lambada_table(results["lambada"]))
+    print(f"results: {Path(args.out) / 'results.json'} ({time.perf_counter() - t0:.0f}s)")
+
+
+def add_finetune_parser(subparsers) -> argparse.ArgumentParser:
+    from .finetune import GLUE_TASKS
+
+    s = subparsers.add_parser(
+        "finetune", help="fine-tune on (Super)GLUE tasks with the paper's classifier and Table 4 hyperparameters",
+        description="Fine-tune a copy of the checkpoint per task (first-token classifier, bidirectional attention, "
+                    "AdamW, warmup + cosine, best epoch by validation metric). Defaults: paper Table 4 for the "
+                    "model's size. Writes results.json and predictions.json (BabyLM 2024 format) to --out.")
+    _common(s)
+    s.add_argument("--tasks", default="all", help=f"comma-separated of {', '.join(GLUE_TASKS)}, or all (default)")
+    s.add_argument("--out", default="runs/finetune", help="output folder (default: runs/finetune)")
+    s.add_argument("--glue-dir", help="folder of <task>.train.jsonl / <task>.valid.jsonl (default: ../shared/data/eval/glue_filtered)")
+    s.add_argument("--multirc-train", help="MultiRC training file, SuperGLUE or flat format "
+                                           "(default: ../shared/data/eval/superglue_original/multirc.train.jsonl)")
+    s.add_argument("--epochs", type=int, help="override Table 4 epochs")
+    s.add_argument("--lr", type=float, help="override Table 4 learning rate")
+    s.add_argument("--batch-size", type=int, help="override Table 4 batch size")
+    s.add_argument("--warmup", type=float, help="override Table 4 warmup proportion")
+    s.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default 0.01)")
+    s.add_argument("--max-length", type=int, default=512, help="max tokens per example (default 512)")
+    s.add_argument("--dropout", type=float, default=0.1, help="classifier-head dropout (default 0.1)")
+    s.add_argument("--grad-clip", type=float, default=2.0, help="clip the gradient norm (0 = off; default 2.0)")
+    s.add_argument("--seed", type=int, default=42, help="seed of the head init, data order and subsampling")
+    s.add_argument("--track", choices=("auto", "10M", "100M"), default="auto",
+                   help="Table 4 column (auto: 100M when hidden size >= 768, else 10M)")
+    s.add_argument("--max-train-examples", type=int, help="train on a random subset of this many rows (quick runs)")
+    s.add_argument("--max-eval-examples", type=int, help="evaluate on a random subset of this many rows")
+    s.set_defaults(fn=cmd_finetune)
+    return s
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    from . import report
+    from .finetune import GLUE_TASKS, FinetuneConfig, run_finetune
+    from .loading import load_for_eval
+
+    tasks = list(GLUE_TASKS) if args.tasks.strip() == "all" else _split(args.tasks)
+    for n in (args.max_train_examples, args.max_eval_examples):
+        if n is not None and n < 1:
+            raise GPTBertError("--max-train-examples / --max-eval-examples must be >= 1")
+    if args.max_length < 8:
+        raise GPTBertError("--max-length must be >= 8")
+    device = _device(args.device)
+    model, tok, info = load_for_eval(args.checkpoint, args.tokenizer, ema=not args.raw, device=device, return_info=True)
+    print(f"finetune: {info['checkpoint']} ({info['weights']} weights), {args.precision} on {device}", file=sys.stderr)
+    cfg = FinetuneConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, warmup=args.warmup,
+                         weight_decay=args.weight_decay, max_length=args.max_length, dropout=args.dropout,
+                         grad_clip=args.grad_clip, precision=args.precision, seed=args.seed,
+                         max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples,
+                         track=args.track, progress=args.progress)
+    out = run_finetune(model, tok, tasks, cfg, glue_dir=Path(args.glue_dir) if args.glue_dir else None,
+                       multirc_train=Path(args.multirc_train) if args.multirc_train else None, device=device,
+                       log=lambda s: print(s, file=sys.stderr))
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    preds = {}
+    for res in out["tasks"].values():
+        preds.update(res.pop("predictions"))
+    report.write_json(out_dir / "results.json", {"model": info, **out})
+    report.write_json(out_dir / "predictions.json", {"glue": preds})
+    rows = []
+    for name, v in out["scores"].items():
+        metric = "-"
+        for res in out["tasks"].values():
+            if name in res["results"]:
+                metric = res["results"][name]["metric"]
+        rows.append([name, metric, "unavailable" if v is None else f"{v:.1f}"])
+    g = out["glue_score"]
+    score = "-" if g["score"] is None else f"{g['score']:.1f}"
+    rows.append([f"GLUE score ({g['n_available']}/{g['n_tasks']} tasks)", "mean", score])
+    print(report.table(["task", "metric", "value"], rows))
+    print(f"results: {out_dir / 'results.json'}")

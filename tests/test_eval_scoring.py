@@ -1,0 +1,163 @@
+"""Scoring modes against a brute-force reference loop on a tiny random model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gptbert.config import ModelConfig
+from gptbert.eval.forward import EvalModel
+from gptbert.eval.scoring import (SWEEP_TEMPERATURES, Scores, SentenceScorer, pair_correct, token_statistics)
+from gptbert.model import GPTBERT
+from gptbert.tokenizer import BOS_ID, MASK_ID
+
+TINY = dict(vocab_size=300, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=48, dropout=0.0,
+            attention_dropout=0.0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models gain nothing from threads, and on a shared 2-core machine OpenMP threads that
+    wait on each other make these tests ~10x slower; restore the setting afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def model() -> GPTBERT:
+    torch.manual_seed(0)
+    m = GPTBERT(ModelConfig(**TINY)).eval()
+    with torch.no_grad():  # non-trivial layer weights, so the weighted sums are exercised
+        for a in m.transformer.dwa_modules.alphas:
+            a.add_(0.3 * torch.randn_like(a))
+    return m
+
+
+def _items(seed: int = 1):
+    """Different lengths (so batches pad), with and without a context, and a repeated item."""
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(0, 3), (0, 7), (2, 1), (0, 5), (3, 4), (0, 9), (0, 1), (4, 6), (0, 2)]
+    items = [(tuple(torch.randint(16, 300, (c,), generator=g).tolist()),
+              tuple(torch.randint(16, 300, (n,), generator=g).tolist())) for c, n in shapes]
+    return items + [items[1]]
+
+
+def _reference(model, items, mode, temperatures):
+    """One forward per scored token, plain model() call, log_softmax per temperature."""
+    out, gaps = [], []
+    for ctx, tgt in items:
+        base = [BOS_ID, *ctx, *tgt]
+        c, T = len(ctx), len(base)
+        s, gap = np.zeros(len(temperatures)), 0.0
+        for j, t in enumerate(tgt):
+            ids = list(base)
+            if mode == "mntp":
+                ids[1 + c + j] = MASK_ID
+                mask = None
+            else:
+                mask = torch.ones(1, 1, T, T, dtype=torch.bool).tril()
+                if mode == "prefix":
+                    mask[..., : 1 + c, : 1 + c] = True
+            with torch.no_grad():
+                logits = model(torch.tensor([ids]), mask)[0, c + j].double()  # position before the token
+            temps = torch.tensor(temperatures, dtype=torch.float64)[:, None]
+            s += torch.log_softmax(logits[None] / temps, -1)[:, t].numpy()
+            gap += (logits[t] - logits.max()).item()
+        out.append(s)
+        gaps.append(gap)
+    return np.array(out), np.array(gaps)
+
+
+@pytest.mark.parametrize("mode", ["causal", "mntp", "prefix", "fused"])
+def test_batched_scorer_matches_brute_force(model, mode):
+    items = _items()
+    # max_tokens=24 forces several batches with padding inside them
+    got = SentenceScorer(model, precision="fp32", max_tokens=24).score(items, mode)
+    if mode == "fused":
+        a, ga = _reference(model, items, "causal", SWEEP_TEMPERATURES)
+        b, gb = _reference(model, items, "mntp", SWEEP_TEMPERATURES)
+        ref, gref = a + b, ga + gb
+    else:
+        ref, gref = _reference(model, items, mode, SWEEP_TEMPERATURES)
+    # 1e-4 absolute, plus fp32-relative slack for the large values at T=0.05 (log-probs of ~-1000)
+    np.testing.assert_allclose(got.logprob, ref, atol=1e-4, rtol=1e-6)
+    np.testing.assert_allclose(got.greedy_gap, gref, atol=1e-4)
+    j1 = SWEEP_TEMPERATURES.index(1.0)
+    np.testing.assert_allclose(got.column(1.0), ref[:, j1], atol=1e-4)
+    assert list(got.n_tokens) == [len(t) for _, t in items]
+
+
+def test_batch_size_does_not_change_scores(model):
+    items = _items(2)
+    a = SentenceScorer(model, max_tokens=16).score(items, "mntp")
+    b = SentenceScorer(model, max_tokens=100000).score(items, "mntp")
+    np.testing.assert_allclose(a.logprob, b.logprob, atol=1e-4, rtol=1e-6)
+
+
+def test_prefix_differs_from_causal_only_with_context(model):
+    items = _items()
+    c = SentenceScorer(model, temperatures=(1.0,)).score(items, "causal")
+    p = SentenceScorer(model, temperatures=(1.0,)).score(items, "prefix")
+    for i, (ctx, _) in enumerate(items):
+        if ctx:
+            assert abs(c.logprob[i, 0] - p.logprob[i, 0]) > 1e-6
+        else:
+            assert c.logprob[i, 0] == pytest.approx(p.logprob[i, 0], abs=1e-5)
+
+
+def test_eval_model_logits_are_fp32_and_match_the_model(model):
+    ids = torch.randint(16, 300, (3, 11))
+    mask = torch.ones(3, 1, 11, 11, dtype=torch.bool).tril()
+    em = EvalModel(model, "fp32")
+    torch.testing.assert_close(em.logits(ids, mask), model(ids, mask), atol=1e-5, rtol=1e-5)
+    pos = torch.tensor([0, 12, 32])
+    torch.testing.assert_close(em.logits(ids, None, pos), model(ids, None).reshape(-1, 300)[pos], atol=1e-5, rtol=1e-5)
+    assert EvalModel(model, "bf16").logits(ids, mask, pos).dtype == torch.float32
+    with pytest.raises(ValueError):
+        EvalModel(model, "fp16")
+
+
+def test_bf16_mode_close_to_fp32(model):
+    items = _items()
+    a = SentenceScorer(model, precision="fp32", temperatures=(1.0,)).score(items, "mntp")
+    b = SentenceScorer(model, precision="bf16", temperatures=(1.0,)).score(items, "mntp")
+    assert b.logprob.dtype == np.float64
+    np.testing.assert_allclose(a.logprob, b.logprob, rtol=0.05, atol=0.3)
+
+
+def test_temperature_sweep_chain_matches_direct_log_softmax():
+    torch.manual_seed(0)
+    logits = torch.randn(37, 300) * 6
+    targets = torch.randint(0, 300, (37,))
+    lp, gap = token_statistics(logits, targets, SWEEP_TEMPERATURES, chunk_rows=8)
+    for j, t in enumerate(SWEEP_TEMPERATURES):
+        ref = torch.log_softmax(logits.double() / t, -1).gather(-1, targets[:, None]).squeeze(-1)
+        torch.testing.assert_close(lp[:, j].double(), ref, atol=1e-4, rtol=1e-6)
+    torch.testing.assert_close(gap, logits.gather(-1, targets[:, None]).squeeze(-1) - logits.max(-1).values)
+    # off-grid temperatures take the direct path
+    lp2, _ = token_statistics(logits, targets, (0.7, 1.33))
+    ref = torch.log_softmax(logits / 1.33, -1).gather(-1, targets[:, None]).squeeze(-1)
+    torch.testing.assert_close(lp2[:, 1], ref, atol=1e-4, rtol=1e-6)
+    with pytest.raises(ValueError):
+        token_statistics(logits, targets, (0.0,))
+
+
+def test_identical_sentences_are_a_tie_and_count_as_wrong(model):
+    items = [((), (20, 21, 22, 23)), ((), (20, 21, 22, 23)), ((), (30, 31))]
+    for mode in ("causal", "mntp", "fused", "prefix"):
+        s = SentenceScorer(model, max_tokens=8).score(items, mode)
+        assert np.array_equal(s.logprob[0], s.logprob[1])
+        assert s.greedy_gap[0] == s.greedy_gap[1]
+        assert not pair_correct(s.logprob[0], s.logprob[1]).any()
+        assert not pair_correct(s.greedy_gap[0], s.greedy_gap[1])
+
+
+def test_scores_column_and_add():
+    s = Scores((0.5, 1.0), np.array([[1.0, 2.0]]), np.array([-3.0]), np.array([2]))
+    assert s.column(1.0)[0] == 2.0 and s.column(0)[0] == -3.0
+    assert (s + s).logprob[0, 1] == 4.0
+    with pytest.raises(KeyError):
+        s.column(2.0)
