@@ -177,3 +177,21 @@ def test_bf16_autocast_close_to_fp32():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         b = m(ids)
     assert (a - b.float()).abs().max().item() < 0.1
+
+
+def test_gradients_match_reference_implementation():
+    """The buffer-based layer-weight sums (custom autograd) give the same gradients as plain autograd."""
+    torch.manual_seed(1)
+    m = GPTBERT(tiny(num_layers=3)).double()
+    with torch.no_grad():
+        for a in m.transformer.dwa_modules.alphas:
+            a.add_(torch.randn_like(a) * 0.3)
+    ids = torch.randint(16, 200, (2, 11))
+    mask = attention_mask(torch.zeros_like(ids), torch.tensor([True, False]))
+    w = torch.randn(2, 11, 200, dtype=torch.float64)
+    (m(ids, mask) * w).sum().backward()
+    got = {n: p.grad.clone() for n, p in m.named_parameters()}
+    m.zero_grad()
+    (reference_forward(m, ids, mask) * w).sum().backward()
+    for n, p in m.named_parameters():
+        torch.testing.assert_close(got[n], p.grad, atol=1e-9, rtol=1e-7, msg=n)
