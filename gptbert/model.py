@@ -119,7 +119,8 @@ class Attention(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, rel: torch.Tensor) -> torch.Tensor:
-        # x: (B, T, d); mask: (B, 1, T, T) bool or None (= attend everywhere); rel: (2K-1, d)
+        # x: (B, T, d); mask: (B, 1, T, T) additive float (0 / -inf) or None (= attend everywhere);
+        # rel: (2K-1, d)
         B, T, d = x.shape
         H, D = self.num_heads, self.head_dim
         h = self.pre_layer_norm(x)
@@ -135,13 +136,13 @@ class Attention(nn.Module):
         pos_q = pos_q.view(R, H, D).transpose(0, 1)  # (H, 2K-1, D)
         pos_k = pos_k.view(R, H, D).transpose(0, 1)
         idx = self._position_index(T, x.device)  # (T, T): bucket of (i - j)
-        c2p = q @ pos_k.transpose(-1, -2)  # (B, H, T, 2K-1): q_i . key_pos[r]
-        p2c = k @ pos_q.transpose(-1, -2)  # (B, H, T, 2K-1): k_j . query_pos[r]
-        c2p = torch.gather(c2p, -1, idx.expand(B, H, T, T))  # [i, j] = q_i . key_pos[idx(i, j)]
-        p2c = torch.gather(p2c, -1, idx.t().expand(B, H, T, T)).transpose(-1, -2)  # [i, j] = k_j . query_pos[idx(i, j)]
-        bias = (c2p + p2c) * self.scale
+        # Scale the small (.., 2K-1) tables before gathering them into (T, T) bias terms.
+        c2p = (q @ pos_k.transpose(-1, -2)) * self.scale  # (B, H, T, 2K-1): q_i . key_pos[r]
+        p2c = (k @ pos_q.transpose(-1, -2)) * self.scale  # (B, H, T, 2K-1): k_j . query_pos[r]
+        bias = torch.gather(c2p, -1, idx.expand(B, H, T, T))  # [i, j] = q_i . key_pos[idx(i, j)]
+        bias = bias.add_(torch.gather(p2c, -1, idx.t().expand(B, H, T, T)).transpose(-1, -2))  # + k_j . query_pos[idx(i, j)]
         if mask is not None:
-            bias = bias.masked_fill(~mask, float("-inf"))
+            bias = bias.add_(mask.to(bias.dtype))  # additive mask: 0 or -inf, (B, 1, T, T)
 
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=bias.to(q.dtype),
@@ -275,6 +276,8 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, rel: torch.Tensor) -> torch.Tensor:
         # x: (B, T, d) embedding output; all 2L + 1 stream states live in one buffer.
+        if mask is not None and mask.dtype == torch.bool:  # one additive mask for all layers
+            mask = torch.zeros(mask.shape, dtype=x.dtype, device=x.device).masked_fill_(~mask, float("-inf"))
         dwa = self.dwa_modules
         state, token = dwa.start(x)
         for i, (attn, ff) in enumerate(zip(self.attention_layers, self.mlp_layers)):
