@@ -38,6 +38,18 @@ def write_corpus(folder: Path, n_lines: int = 6000, seed: int = 0) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy 2-core machine OpenMP threads that
+    wait on each other make tiny-model tests ~10x slower; the setting is restored afterwards."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory) -> dict:
     """A synthetic corpus with a 400-token tokenizer, prepared into shards."""

@@ -19,14 +19,7 @@ from gptbert.model import GPTBERT
 from gptbert.tokenizer import save_tokenizer, train_tokenizer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core machine OpenMP threads that
-    wait on each other make these tests ~10x slower; restore the setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _make_run(root: Path, tokenizer_in_config: bool = True, tokenizer_file: bool = True) -> Path:

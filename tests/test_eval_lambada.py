@@ -19,14 +19,7 @@ from gptbert.tokenizer import BOS_ID, MASK_ID, train_tokenizer
 EVAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "eval"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core machine OpenMP threads that
-    wait on each other make these tests ~10x slower; restore the setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

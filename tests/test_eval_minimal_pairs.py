@@ -28,14 +28,7 @@ _NOUNS = ["dog", "cat", "girl", "boy", "teacher", "bird", "farmer", "child"]
 _VERBS = ["sees", "likes", "helps", "finds", "calls", "follows"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core machine OpenMP threads that
-    wait on each other make these tests ~10x slower; restore the setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def sentences(n: int = 400, seed: int = 0) -> list[str]:

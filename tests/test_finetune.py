@@ -24,14 +24,7 @@ Y_TRUE = [1, 1, 1, 0, 0, 0, 1, 0]
 Y_PRED = [1, 0, 1, 0, 1, 0, 1, 1]  # TP=3 FP=2 FN=1 TN=2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core machine OpenMP threads that
-    wait on each other make these tests ~10x slower; restore the setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_metrics_equal_hand_computed_values():
