@@ -195,3 +195,30 @@ def test_gradients_match_reference_implementation():
     (reference_forward(m, ids, mask) * w).sum().backward()
     for n, p in m.named_parameters():
         torch.testing.assert_close(got[n], p.grad, atol=1e-9, rtol=1e-7, msg=n)
+
+
+def test_cpu_dropout_rate_and_scaling():
+    from gptbert.model import Dropout
+
+    d = Dropout(0.1).train()
+    torch.manual_seed(0)
+    x = torch.ones(1000, 1000)
+    y = d(x)
+    kept = (y != 0).float().mean().item()
+    assert abs(kept - 0.9) < 0.002  # drop rate 6554/65536 = 0.1000061
+    assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1 / (1 - 6554 / 65536)))
+    assert abs(y.mean().item() - 1.0) < 0.003  # unbiased
+    torch.manual_seed(0)
+    assert torch.equal(d(x), y)  # reproducible from the seed (exact resume)
+    assert torch.equal(d.eval()(x), x)
+
+
+def test_training_mode_attention_path_matches_sdpa_without_dropout():
+    """The manual softmax path used for CPU training equals SDPA when dropout draws nothing."""
+    torch.manual_seed(0)
+    m = GPTBERT(tiny(attention_dropout=1e-9))
+    ids = torch.randint(16, 200, (2, 13))
+    mask = attention_mask(torch.cumsum((ids == 1).long(), -1), torch.tensor([True, False]))
+    train_out = m.train()(ids, mask)
+    eval_out = m.eval()(ids, mask)
+    torch.testing.assert_close(train_out, eval_out, atol=1e-5, rtol=1e-5)
