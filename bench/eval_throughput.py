@@ -2,6 +2,7 @@
 
     python bench/eval_throughput.py                      # 1,005 pairs (15 per paradigm), small preset
     python bench/eval_throughput.py --pairs 0            # all 13,400 BLiMP-fast pairs
+    python bench/eval_throughput.py --task blimp_filtered --pairs 0 --modes causal --precisions bf16
     python bench/eval_throughput.py --no-sweep           # T=1 only (no 60-temperature sweep)
     python bench/eval_throughput.py --checkpoint runs/x  # a trained model instead of random weights
 
@@ -59,7 +60,10 @@ def main() -> None:
     p.add_argument("--tokenizer", help="tokenizer.json (default: the checkpoint's, or a cached vocab-8192 one)")
     p.add_argument("--preset", default="small", help="model preset for random weights (default: small)")
     p.add_argument("--data-dir", default=str(default_eval_dir()), help="folder holding blimp_fast/")
+    p.add_argument("--task", default="blimp_fast", help="minimal-pair task folder under --data-dir (default: blimp_fast; "
+                   "blimp_filtered is the full 59,875 pairs)")
     p.add_argument("--pairs", type=int, default=1005, help="pairs to score, spread over the 67 paradigms (0 = all)")
+    p.add_argument("--trie-row-tokens", type=int, default=64, help="causal mode: prefix-tree row length (0 = off)")
     p.add_argument("--modes", default="causal,mntp")
     p.add_argument("--precisions", default="fp32,bf16")
     p.add_argument("--no-sweep", dest="sweep", action="store_false", help="score at T=1 only")
@@ -80,18 +84,19 @@ def main() -> None:
                                      attention_dropout=0.0)).eval()
         name = f"{args.preset} preset, random weights"
     limit = None if args.pairs <= 0 else max(1, math.ceil(args.pairs / 67))
-    task = load_task("blimp_fast", args.data_dir, limit=limit)
+    task = load_task(args.task, args.data_dir, limit=limit)
     n_tok = sum(len(e.ids) for e in tok.encode_batch([q.good for q in task.pairs] + [q.bad for q in task.pairs],
                                                       add_special_tokens=False))
     temps = SWEEP_TEMPERATURES if args.sweep else (1.0,)
-    print(f"model: {name} ({model.num_parameters() / 1e6:.1f}M params); {len(task.pairs)} BLiMP-fast pairs, "
+    print(f"model: {name} ({model.num_parameters() / 1e6:.1f}M params); {len(task.pairs)} {args.task} pairs, "
           f"{n_tok / (2 * len(task.pairs)):.1f} tokens/sentence; temperatures: "
           f"{'sweep of ' + str(len(temps)) if args.sweep else 'T=1 only'}; torch threads {torch.get_num_threads()}")
 
     rows = []
     for precision in args.precisions.split(","):
         em = EvalModel(model, precision)
-        scorer = SentenceScorer(em, tok, temperatures=temps, max_tokens=args.max_tokens)
+        scorer = SentenceScorer(em, tok, temperatures=temps, max_tokens=args.max_tokens,
+                                trie_row_tokens=args.trie_row_tokens)
         warm = load_task("blimp_fast", args.data_dir, limit=1)
         for mode in args.modes.split(","):
             evaluate_task(scorer, warm, mode)  # warm-up: kernel selection, allocator

@@ -152,9 +152,11 @@ class Attention(nn.Module):
             persistent=False,
         )
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, rel: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, rel: torch.Tensor,
+                position_index: torch.Tensor | None = None) -> torch.Tensor:
         # x: (B, T, d); mask: (B, 1, T, T) additive float (0 / -inf) or None (= attend everywhere);
-        # rel: (2K-1, d)
+        # rel: (2K-1, d); position_index: (B, 1, T, T) bucket of (pos_i - pos_j), or None for
+        # positions 0..T-1 in every row
         B, T, d = x.shape
         H, D = self.num_heads, self.head_dim
         h = self.pre_layer_norm(x)
@@ -169,18 +171,20 @@ class Attention(nn.Module):
         R = pos_q.shape[0]
         pos_q = pos_q.view(R, H, D).transpose(0, 1)  # (H, 2K-1, D)
         pos_k = pos_k.view(R, H, D).transpose(0, 1)
-        idx = self._position_index(T, x.device)  # (T, T): bucket of (i - j)
+        idx = self._position_index(T, x.device) if position_index is None else position_index  # (.., T, T)
         # Scale the small (.., 2K-1) tables before gathering them into (T, T) bias terms.
         c2p = (q @ pos_k.transpose(-1, -2)) * self.scale  # (B, H, T, 2K-1): q_i . key_pos[r]
         p2c = (k @ pos_q.transpose(-1, -2)) * self.scale  # (B, H, T, 2K-1): k_j . query_pos[r]
         bias = torch.gather(c2p, -1, idx.expand(B, H, T, T))  # [i, j] = q_i . key_pos[idx(i, j)]
-        bias = bias.add_(torch.gather(p2c, -1, idx.t().expand(B, H, T, T)).transpose(-1, -2))  # + k_j . query_pos[idx(i, j)]
+        bias = bias.add_(torch.gather(p2c, -1, idx.transpose(-1, -2).expand(B, H, T, T)).transpose(-1, -2))  # + k_j . query_pos[idx(i, j)]
         if mask is not None:
             bias = bias.add_(mask.to(bias.dtype))  # additive mask: 0 or -inf, (B, 1, T, T)
 
-        if self.training and self.attention_dropout > 0 and x.device.type == "cpu":
+        cpu = x.device.type == "cpu"
+        if cpu and ((self.training and self.attention_dropout > 0) or (not self.training and T <= 64)):
             # SDPA would materialise the probabilities for dropout anyway; doing it here lets
-            # the probabilities use the cheap CPU dropout mask.
+            # the probabilities use the cheap CPU dropout mask. In inference on short rows
+            # (zero-shot scoring) the CPU flash kernel is ~1.7-2x slower than these three ops.
             scores = (q @ k.transpose(-1, -2)) * self.scale + bias  # (B, H, T, T)
             y = self.dropout(scores.float().softmax(-1)).to(v.dtype) @ v
         else:
@@ -196,7 +200,7 @@ class Attention(nn.Module):
     def _position_index(self, T: int, device: torch.device) -> torch.Tensor:
         if T > self.position_indices.shape[0]:
             self.position_indices = relative_position_index(T, self.num_buckets, self.max_position).to(device)
-        return self.position_indices[:T, :T]
+        return self.position_indices[:T, :T][None, None]  # (1, 1, T, T)
 
 
 class GeGLU(nn.Module):
@@ -314,14 +318,21 @@ class Encoder(nn.Module):
         self.mlp_layers = nn.ModuleList([FeedForward(cfg) for _ in range(cfg.num_layers)])
         self.dwa_modules = LayerWeights(2 * cfg.num_layers)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, rel: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, rel: torch.Tensor,
+                position_ids: torch.Tensor | None = None) -> torch.Tensor:
         # x: (B, T, d) embedding output; all 2L + 1 stream states live in one buffer.
+        # position_ids: (B, T) or None (= 0..T-1); only differences between them matter.
         if mask is not None and mask.dtype == torch.bool:  # one additive mask for all layers
             mask = torch.zeros(mask.shape, dtype=x.dtype, device=x.device).masked_fill_(~mask, float("-inf"))
+        position_index = None
+        if position_ids is not None:  # one (B, 1, T, T) bucket table for all layers
+            a = self.attention_layers[0]
+            relative = position_ids[:, :, None] - position_ids[:, None, :]
+            position_index = (bucket_position(relative, a.num_buckets, a.max_position) + a.num_buckets - 1)[:, None]
         dwa = self.dwa_modules
         state, token = dwa.start(x)
         for i, (attn, ff) in enumerate(zip(self.attention_layers, self.mlp_layers)):
-            token = dwa.store(state, token, x + attn(x, mask, rel), 2 * i + 1)
+            token = dwa.store(state, token, x + attn(x, mask, rel, position_index), 2 * i + 1)
             x = dwa(state, token, 2 * i)
             token = dwa.store(state, token, x + ff(x), 2 * i + 2)
             x = dwa(state, token, 2 * i + 1)
@@ -401,10 +412,17 @@ class GPTBERT(nn.Module):
         self.classifier.nonlinearity[1].bias.zero_()
         self.classifier.nonlinearity[-1].bias.zero_()
 
-    def encode(self, input_ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, T) token ids, (B, 1, T, T) bool mask -> (B, T, d) final hidden states."""
+    def encode(self, input_ids: torch.Tensor, mask: torch.Tensor | None = None,
+               position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T) token ids, (B, 1, T, T) bool mask -> (B, T, d) final hidden states.
+
+        position_ids (B, T) replaces the default 0..T-1 of every row: attention
+        between i and j uses the relative position pos_i - pos_j. Zero-shot
+        scoring uses it to pack a prefix tree of sentences into one row
+        (`eval/scoring.py`); training never needs it.
+        """
         x, rel = self.embedding(input_ids)
-        return self.transformer(x, mask, rel)
+        return self.transformer(x, mask, rel, position_ids)
 
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
         """(..., d) hidden states -> (..., V) logits. Position k scores token k+1."""

@@ -83,6 +83,56 @@ def test_batched_scorer_matches_brute_force(model, mode):
     assert list(got.n_tokens) == [len(t) for _, t in items]
 
 
+def _shared_prefix_items():
+    """Minimal-pair-like items: shared prefixes, one sentence a prefix of another, the same token
+    sequence split differently into context and target, a context shared by two targets."""
+    return [((), (20, 21, 22, 23, 24)), ((), (20, 21, 25, 23, 24)), ((), (20, 21)), ((), (20, 21, 22)),
+            ((20,), (21, 22)), ((), (30, 31, 32, 33, 34, 35, 36, 37, 38, 39)), ((40, 41), (42,)),
+            ((40, 41), (43, 44)), ((), (20, 26, 27)), ((), (29,))]
+
+
+@pytest.mark.parametrize("row_tokens", [0, 4, 7, 64])
+def test_prefix_tree_rows_match_brute_force(model, row_tokens):
+    """Causal scoring over prefix-tree rows (explicit position ids, ancestor masks) equals one
+    forward per token; row_tokens=4/7 split the tree over rows (and give long items a row of their own)."""
+    items = _shared_prefix_items()
+    got = SentenceScorer(model, max_tokens=16, trie_row_tokens=row_tokens).score(items, "causal")
+    ref, gref = _reference(model, items, "causal", SWEEP_TEMPERATURES)
+    np.testing.assert_allclose(got.logprob, ref, atol=1e-4, rtol=1e-6)
+    np.testing.assert_allclose(got.greedy_gap, gref, atol=1e-4)
+
+
+def test_prefix_tree_packs_shared_prefixes_once():
+    from gptbert.eval.scoring import _trie_rows
+
+    items = _shared_prefix_items()
+    rows = _trie_rows(items, 64)
+    # <s> 20 21 {22 23 24 | 25 23 24} ; 20 26 27 ; 29 ; 30..39 ; 40 41 {42 | 43 44}
+    assert len(rows) == 1 and len(rows[0].ids) == 1 + 2 + 3 + 3 + 2 + 1 + 10 + 2 + 1 + 2
+    r = rows[0]
+    assert r.depth == [0] + [len([p for p in _ancestors(r, n)]) for n in range(1, len(r.ids))]
+    tokens = sum(len(t) for _, t in items)
+    assert sum(len(v) for v in r.scored.values()) == tokens  # every scored token has one entry
+
+
+def _ancestors(row, node):
+    while row.parent[node] >= 0:
+        node = row.parent[node]
+        yield node
+
+
+def test_position_ids_equal_default_positions_and_shift_invariance(model):
+    """position_ids = 0..T-1 is the default; adding a constant changes nothing (only differences matter)."""
+    ids = torch.randint(16, 300, (2, 9))
+    mask = torch.ones(1, 1, 9, 9, dtype=torch.bool).tril()
+    with torch.no_grad():
+        ref = model.encode(ids, mask)
+        pos = torch.arange(9).repeat(2, 1)
+        torch.testing.assert_close(model.encode(ids, mask, pos), ref, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(model.encode(ids, mask, pos + 5), ref, atol=1e-6, rtol=1e-6)
+        assert not torch.allclose(model.encode(ids, mask, pos * 2), ref, atol=1e-3)
+
+
 def test_batch_size_does_not_change_scores(model):
     items = _items(2)
     a = SentenceScorer(model, max_tokens=16).score(items, "mntp")

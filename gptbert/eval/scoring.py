@@ -45,6 +45,17 @@ never rounded to bf16; per-sentence sums are float64). See `forward.EvalModel`.
 
 Batching. Rows are grouped by length so that nearly every batch has a single
 length: no padding and, in mntp mode, no attention mask at all.
+
+Prefix trees (causal mode). Under a causal mask the hidden state of a token
+depends only on the tokens before it, so sentences that start alike share
+their hidden states: the two sentences of a minimal pair usually differ only
+after a common prefix, and every sentence shares `<s>` (and often "The").
+Causal scoring therefore packs the sorted sentences into rows of a prefix
+tree: a row holds each distinct prefix once, every node attends to itself and
+its ancestors only, and its position id is its depth, so the relative
+positions (and hence every log-prob) are exactly those of the sentence on its
+own. On BabyLM-filtered BLiMP this is 0.60x the tokens of one row per
+sentence (953k instead of 1.59M with a vocab-8192 tokenizer).
 """
 
 from __future__ import annotations
@@ -262,6 +273,117 @@ def _batch_tensors(batch: _Batch, mode: str, device: torch.device):
 
 
 # ---------------------------------------------------------------------------
+# Prefix-tree rows (causal mode)
+
+
+@dataclass
+class _TrieRow:
+    ids: list[int] = field(default_factory=list)  # token of every node, in creation order
+    depth: list[int] = field(default_factory=list)  # position id: <s> is 0
+    parent: list[int] = field(default_factory=list)  # row index of the parent node (-1 for <s>)
+    scored: dict[int, list[int]] = field(default_factory=dict)  # node -> items that score its token
+
+
+def _trie_rows(items: Sequence[tuple[tuple[int, ...], tuple[int, ...]]], max_len: int) -> list[_TrieRow]:
+    """Pack `<s> context target` sequences into prefix-tree rows of at most max_len nodes.
+
+    Sequences are sorted, so the longest prefix a sequence shares with any
+    earlier one in the row is the one it shares with its predecessor: adding it
+    costs len - lcp new nodes. A sequence longer than max_len gets a row of its own.
+    """
+    seqs = [(BOS_ID, *ctx, *tgt) for ctx, tgt in items]
+    order = sorted((i for i, (_, tgt) in enumerate(items) if tgt), key=lambda i: seqs[i])
+    rows: list[_TrieRow] = []
+    row: _TrieRow | None = None
+    prev: tuple[int, ...] = ()
+    path: list[int] = []  # row indices of prev's nodes
+    for i in order:
+        seq = seqs[i]
+        lcp = 0
+        if row is not None:
+            n = min(len(seq), len(prev))
+            while lcp < n and seq[lcp] == prev[lcp]:
+                lcp += 1
+        if row is None or len(row.ids) + len(seq) - lcp > max(max_len, len(seq)) or (row.ids and lcp == 0):
+            row = _TrieRow()
+            rows.append(row)
+            lcp, path = 0, []
+        del path[lcp:]
+        for k in range(lcp, len(seq)):
+            row.parent.append(path[-1] if path else -1)
+            path.append(len(row.ids))
+            row.ids.append(seq[k])
+            row.depth.append(k)
+        first = 1 + len(items[i][0])  # the first target token
+        for k in range(first, len(seq)):
+            row.scored.setdefault(path[k], []).append(i)
+        prev = seq
+    return rows
+
+
+def _trie_batches(rows: list[_TrieRow], max_tokens: int):
+    """Length-sorted groups of rows, at most max_tokens padded tokens each (or one row)."""
+    rows = sorted(rows, key=lambda r: len(r.ids))
+    batch: list[_TrieRow] = []
+    for r in rows:
+        if batch and (len(batch) + 1) * len(r.ids) > max_tokens:
+            yield batch
+            batch = []
+        batch.append(r)
+    if batch:
+        yield batch
+
+
+def _trie_tensors(batch: list[_TrieRow], device: torch.device):
+    """ids, position ids (B, T); ancestor mask (B, 1, T, T); per scored node: the flat index of
+    its parent (where its token is predicted) and its token; then (item, scored node) entries."""
+    B, T = len(batch), max(len(r.ids) for r in batch)
+    ids = torch.full((B, T), PAD_ID, dtype=torch.long)
+    depth = torch.zeros((B, T), dtype=torch.long)
+    parent = torch.full((B, T), -1, dtype=torch.long)  # pads: no parent, they see only themselves
+    for b, r in enumerate(batch):
+        n = len(r.ids)
+        ids[b, :n] = torch.tensor(r.ids)
+        depth[b, :n] = torch.tensor(r.depth)
+        parent[b, :n] = torch.tensor(r.parent)
+    # ancestor-or-self: row i = row of its parent (created earlier) plus i itself
+    anc = torch.eye(T, dtype=torch.bool).repeat(B, 1, 1)  # (B, T, T)
+    has_parent = parent >= 0
+    rows_b = torch.arange(B)
+    for i in range(1, T):
+        p = parent[:, i]
+        sel = has_parent[:, i]
+        if bool(sel.any()):
+            anc[rows_b[sel], i] |= anc[rows_b[sel], p[sel]]
+    positions, targets, owners, pick = [], [], [], []
+    for b, r in enumerate(batch):
+        for node, its in r.scored.items():
+            pick.extend([len(positions)] * len(its))
+            owners.extend(its)
+            positions.append(b * T + r.parent[node])
+            targets.append(r.ids[node])
+    return (ids.to(device), depth.to(device), anc[:, None].to(device),
+            torch.tensor(positions, dtype=torch.long, device=device),
+            torch.tensor(targets, dtype=torch.long, device=device),
+            torch.tensor(owners, dtype=torch.long), torch.tensor(pick, dtype=torch.long))
+
+
+def run_trie(eval_model: EvalModel, items, max_len: int, max_tokens: int, *, progress: bool = False,
+             desc: str | None = None):
+    """Causal scoring over prefix-tree rows; yields (owners, fp32 logits (N, V), targets, pick):
+    entry e adds the statistics of logits row pick[e] to item owners[e]."""
+    rows = _trie_rows(items, max_len)
+    total = sum(len(r.ids) for r in rows)
+    with tqdm(total=total, desc=desc or "causal", unit="tok", unit_scale=True, disable=not progress,
+              leave=False, dynamic_ncols=True) as bar:
+        for batch in _trie_batches(rows, max_tokens):
+            ids, depth, mask, positions, targets, owners, pick = _trie_tensors(batch, eval_model.device)
+            logits = eval_model.logits(ids, mask, positions, position_ids=depth)
+            yield owners, logits, targets, pick
+            bar.update(sum(len(r.ids) for r in batch))
+
+
+# ---------------------------------------------------------------------------
 # The scorer
 
 
@@ -273,18 +395,20 @@ class SentenceScorer:
     precision    "fp32" or "bf16" (transformer in bf16, fp32 head and accumulation)
     temperatures the sweep kept for every sequence (default 0.05..3.00; use (1.0,) for speed)
     max_tokens   padded tokens per forward pass
+    trie_row_tokens  causal mode: nodes per prefix-tree row (0 = one plain row per sentence)
     progress     show a tqdm bar over tokens
     """
 
     def __init__(self, model, tokenizer=None, *, precision: str = "fp32",
                  temperatures: Sequence[float] = SWEEP_TEMPERATURES, max_tokens: int = 4096,
-                 progress: bool = False):
+                 trie_row_tokens: int = 64, progress: bool = False):
         self.eval_model = model if isinstance(model, EvalModel) else EvalModel(model, precision)
         self.tokenizer = tokenizer
         self.temperatures = tuple(float(t) for t in temperatures)
         if not self.temperatures:
             raise ValueError("at least one temperature is needed")
         self.max_tokens = max_tokens
+        self.trie_row_tokens = trie_row_tokens
         self.progress = progress
 
     @property
@@ -340,11 +464,19 @@ class SentenceScorer:
         gap = torch.zeros((n,), dtype=torch.float64)
         n_tokens = np.array([len(t) for _, t in items], dtype=np.int64)
         label = f"{desc} [{mode}]" if desc else mode
-        for owners, logits, targets in run_rows(self.eval_model, _rows_for(items, mode), mode, self.max_tokens,
-                                                progress=self.progress, desc=label):
+        if mode == "causal" and self.trie_row_tokens > 0:
+            batches = run_trie(self.eval_model, items, self.trie_row_tokens, self.max_tokens,
+                               progress=self.progress, desc=label)
+        else:
+            batches = ((*b, None) for b in run_rows(self.eval_model, _rows_for(items, mode), mode, self.max_tokens,
+                                                     progress=self.progress, desc=label))
+        for owners, logits, targets, pick in batches:
             lp, g = token_statistics(logits, targets, self.temperatures)
-            logprob.index_add_(0, owners, lp.double().cpu())
-            gap.index_add_(0, owners, g.double().cpu())
+            lp, g = lp.double().cpu(), g.double().cpu()
+            if pick is not None:  # a shared prefix-tree node counts for every item through it
+                lp, g = lp[pick], g[pick]
+            logprob.index_add_(0, owners, lp)
+            gap.index_add_(0, owners, g)
         return Scores(self.temperatures, logprob.numpy(), gap.numpy(), n_tokens)
 
 
