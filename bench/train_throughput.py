@@ -10,7 +10,9 @@ forward + backward + optimizer step on random tokens, a mixed hybrid batch
 
 MFU is against the bf16 / fp32 matmul peak the script measures itself at the
 model's shapes (4096 x 384 @ 384 x 2560), so it is a fraction of what this
-machine can actually do, not of a datasheet number.
+machine can actually do, not of a datasheet number. fp32 runs route their
+matmuls through oneDNN as `gptbert train` does (gptbert/matmul.py; a no-op on
+AMX CPUs); `small_t128_fp32_mkl` is the same run on PyTorch's default GEMM.
 """
 
 from __future__ import annotations
@@ -24,28 +26,49 @@ import sys
 import time
 
 CONFIGS = {
-    # name: (implementation, precision, batch, seq_length, compile)
-    "small_t128_fp32": ("ours", "fp32", 32, 128, False),
-    "small_t128_bf16": ("ours", "bf16", 32, 128, False),
-    "small_t128_bf16_compiled": ("ours", "bf16", 32, 128, True),
-    "small_t512_bf16": ("ours", "bf16", 8, 512, False),
-    "hf_bert_t128_bf16": ("hf_bert", "bf16", 32, 128, False),
-    "hf_gpt2_t128_bf16": ("hf_gpt2", "bf16", 32, 128, False),
+    # name: (implementation, precision, batch, seq_length, compile, fp32 matmuls via oneDNN)
+    "small_t128_fp32": ("ours", "fp32", 32, 128, False, True),
+    "small_t128_fp32_mkl": ("ours", "fp32", 32, 128, False, False),
+    "small_t128_bf16": ("ours", "bf16", 32, 128, False, True),
+    "small_t128_bf16_compiled": ("ours", "bf16", 32, 128, True, True),
+    "small_t512_bf16": ("ours", "bf16", 8, 512, False, True),
+    "hf_bert_t128_fp32": ("hf_bert", "fp32", 32, 128, False, True),
+    "hf_bert_t128_bf16": ("hf_bert", "bf16", 32, 128, False, True),
+    "hf_gpt2_t128_bf16": ("hf_gpt2", "bf16", 32, 128, False, True),
 }
 
 
 def matmul_peak(dtype_name: str, seconds: float = 2.0) -> float:
+    """GFLOP/s of one (4096 x 384) @ (384 x 2560) matmul; "fp32" is the faster of MKL and oneDNN."""
     import torch
+
+    from gptbert.matmul import fp32_matmul_via_onednn
 
     dtype = torch.bfloat16 if dtype_name == "bf16" else torch.float32
     a, b = torch.randn(4096, 384, dtype=dtype), torch.randn(384, 2560, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        a @ b
-        n += 1
-    return 2 * 4096 * 384 * 2560 * n / (time.perf_counter() - t0)
+    best = 0.0
+    for onednn in ((False, True) if dtype_name == "fp32" else (False,)):
+        with fp32_matmul_via_onednn(enabled=onednn):
+            for _ in range(3):
+                a @ b
+            n, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds / 2:
+                a @ b
+                n += 1
+            best = max(best, 2 * 4096 * 384 * 2560 * n / (time.perf_counter() - t0))
+    return best
+
+
+def cpu_name() -> str:
+    """Model name and matrix ISA from /proc/cpuinfo, e.g. "AMD EPYC (avx512_bf16, no AMX)"."""
+    try:
+        info = open("/proc/cpuinfo").read()
+    except OSError:
+        return "unknown CPU"
+    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "CPU")
+    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
+    isa = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{name} ({', '.join(isa) or 'no AVX-512'}{'' if 'amx_bf16' in flags else ', no AMX'})"
 
 
 def build(impl: str):
@@ -65,10 +88,49 @@ def build(impl: str):
                                       attn_implementation="sdpa"))
 
 
+def data_pipeline(steps: int) -> dict:
+    """Batch building (windows, causal rows, span masking) of the small preset's T=128 steps, read
+    through a DataLoader with one worker process, as `gptbert train` does. Random tokens."""
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    from gptbert.config import ModelConfig, RunConfig, TrainConfig, model_preset
+    from gptbert.data import TrainBatches
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rng = np.random.default_rng(0)
+        tokens = rng.integers(16, 8192, 4_000_000, dtype=np.uint16)
+        tokens[::400] = 1  # a document start every 400 tokens
+        tokens.tofile(Path(tmp) / "train.bin")
+        cfg = RunConfig(model=ModelConfig(**{**model_preset("small").__dict__, "vocab_size": 8192}),
+                        train=TrainConfig(data=tmp, max_steps=100_000, global_batch_tokens=32 * 128,
+                                          micro_batch_size=32, seq_length=128, batch_ramp=False,
+                                          seq_schedule=False))
+        batches = TrainBatches(tmp, cfg)
+        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(batches, range(steps + 8)), batch_size=None,
+                                             num_workers=1, prefetch_factor=4)
+        it = iter(loader)
+        for _ in range(8):  # worker start-up and first batches
+            next(it)
+        t0 = time.perf_counter()
+        n = sum(mb.input_ids.numel() for _ in range(steps) for mb in next(it))
+        dt = time.perf_counter() - t0
+    return dict(name="data_pipeline_worker", tok_s=n / dt, steps=steps)
+
+
 def run_one(name: str, repeats: int) -> dict:
     import torch
 
-    impl, precision, B, T, compile_ = CONFIGS[name]
+    if name == "data_pipeline_worker":
+        return data_pipeline(50 * repeats)
+
+    from gptbert.matmul import fp32_matmul_via_onednn
+
+    impl, precision, B, T, compile_, onednn = CONFIGS[name]
+    fp32_matmul_via_onednn(enabled=onednn and precision == "fp32").start()  # as `gptbert train` does
     torch.manual_seed(0)
     model = build(impl)
     if impl == "ours":
@@ -133,7 +195,7 @@ def main() -> None:
 
     import torch
 
-    names = [n for n in CONFIGS if not (args.quick and CONFIGS[n][4])]
+    names = [n for n in CONFIGS if not (args.quick and CONFIGS[n][4])] + ["data_pipeline_worker"]
     peaks = {d: matmul_peak(d, 1.0 if args.quick else 3.0) for d in ("bf16", "fp32")}
     results = {}
     for name in names:
@@ -144,23 +206,35 @@ def main() -> None:
             continue
         results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
 
-    print(f"# {time.strftime('%Y-%m-%d')}, torch {torch.__version__}, {os.cpu_count()} CPU threads; "
+    print(f"# {time.strftime('%Y-%m-%d')}, {cpu_name()}, torch {torch.__version__}, {os.cpu_count()} CPU threads; "
           f"matmul peak bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s, fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s")
     print(f"{'config':28s} {'tokens/s':>10s} {'MFU':>6s} {'peak RSS MB':>12s}")
     for name, r in results.items():
+        if name == "data_pipeline_worker":
+            continue
         r["mfu"] = r["tok_s"] * r["flops_per_token"] / peaks[r["precision"]]
         print(f"{name:28s} {r['tok_s']:10.0f} {100 * r['mfu']:5.1f}% {r['peak_rss_mb']:12.0f}")
+    if "data_pipeline_worker" in results and "small_t128_bf16" in results:
+        r = results["data_pipeline_worker"]
+        print(f"data pipeline, 1 worker process: {r['tok_s']:,.0f} tokens/s = "
+              f"{r['tok_s'] / results['small_t128_bf16']['tok_s']:.0f}x what small_t128_bf16 consumes")
     get = lambda n, k="tok_s": round(results[n][k], 3) if n in results else None  # noqa: E731
     summary = {
         "small_t128_bf16_tok_s": get("small_t128_bf16"),
         "small_t128_fp32_tok_s": get("small_t128_fp32"),
+        "small_t128_fp32_mkl_tok_s": get("small_t128_fp32_mkl"),
+        "hf_bert_t128_fp32_tok_s": get("hf_bert_t128_fp32"),
         "small_t128_bf16_compiled_tok_s": get("small_t128_bf16_compiled"),
         "hf_bert_t128_bf16_tok_s": get("hf_bert_t128_bf16"),
         "hf_gpt2_t128_bf16_tok_s": get("hf_gpt2_t128_bf16"),
         "small_t512_bf16_tok_s": get("small_t512_bf16"),
         "small_t512_peak_rss_mb": get("small_t512_bf16", "peak_rss_mb"),
         "mfu_bf16": get("small_t128_bf16", "mfu"),
+        "mfu_fp32": get("small_t128_fp32", "mfu"),
+        "data_pipeline_worker_tok_s": get("data_pipeline_worker"),
         "matmul_peak_bf16_gflops": round(peaks["bf16"] / 1e9, 1),
+        "matmul_peak_fp32_gflops": round(peaks["fp32"] / 1e9, 1),
+        "cpu": cpu_name(),
     }
     print(json.dumps(summary))
 

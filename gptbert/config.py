@@ -128,6 +128,8 @@ class TrainConfig:
     grad_clip: float = _f(2.0, "clip the global gradient norm to this (0 = off)")
     ema_decay: float = _f(0.999, "decay of the exponential moving average of the weights (0 = off)")
     precision: str = _f("bf16", "bf16 (autocast; weights stay fp32), fp32, or fp64 (for numerical tests)")
+    onednn_fp32: bool = _f(True, "fp32 on CPU: run fp32 matmuls with oneDNN instead of MKL (1.8x faster training "
+                                 "on AMD; only on CPUs without AMX, where it stays exact fp32)")
     device: str = _f("auto", "auto, cpu, cuda, cuda:N or mps")
     compile: bool = _f(False, "wrap the model in torch.compile")
     seed: int = _f(42, "seed of the data order, masking, dropout and init")

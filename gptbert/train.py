@@ -30,6 +30,7 @@ from .checkpoint import load_checkpoint, load_model_weights, save_checkpoint, st
 from .config import RunConfig, save_config
 from .corpus import read_meta
 from .data import TrainBatches, step_shape, validation_batches
+from .matmul import fp32_matmul_via_onednn
 from .errors import GPTBertError
 from .model import GPTBERT, attention_mask
 from .objectives import IGNORE, causal_rows, hybrid_loss, mask_rate
@@ -153,6 +154,12 @@ class MetricsWriter:
 
 def train(cfg: RunConfig, resume: str | Path | None = None, max_steps_to_run: int | None = None) -> TrainResult:
     """Pretrain according to `cfg`. `max_steps_to_run` stops early (for tests; schedules still use max_steps)."""
+    # fp32 on the CPU: oneDNN's fp32 GEMM instead of MKL's where that stays exact (gptbert/matmul.py)
+    with fp32_matmul_via_onednn(enabled=cfg.train.precision == "fp32" and cfg.train.onednn_fp32):
+        return _train(cfg, resume, max_steps_to_run)
+
+
+def _train(cfg: RunConfig, resume: str | Path | None, max_steps_to_run: int | None) -> TrainResult:
     t = cfg.train
     d = dist_utils.setup(t.device)
     meta = check_data(cfg)

@@ -142,13 +142,15 @@ def test_short_run_learns_synthetic_text(prepared, tmp_path):
     assert res.val["val_loss_masked"] < h - 2.0, (res.val, h)
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "pretrain").is_dir(), reason="../shared/data/pretrain is absent")
-def test_tiny_preset_learns_real_text(tmp_path):
-    """200 steps of configs/tiny-cpu.yaml on real BabyLM-domain text beat the unigram baseline by far."""
-    from gptbert.config import load_config
+@pytest.fixture(scope="module")
+def real_text(tmp_path_factory) -> Path:
+    """Three BabyLM-domain files, a 1024-token tokenizer, prepared into tmp/data."""
+    if not (SHARED_DATA / "pretrain").is_dir():
+        pytest.skip("../shared/data/pretrain is absent")
     from gptbert.corpus import prepare_corpus, read_documents
     from gptbert.tokenizer import train_tokenizer
 
+    tmp_path = tmp_path_factory.mktemp("real_text")
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     src = SHARED_DATA / "pretrain"
@@ -158,16 +160,45 @@ def test_tiny_preset_learns_real_text(tmp_path):
     files = sorted(corpus.iterdir())
     train_tokenizer((d for f in files for d in read_documents(f)), 1024, tmp_path / "tokenizer.json")
     prepare_corpus(corpus, tmp_path / "tokenizer.json", tmp_path / "data", val_fraction=0.02, seed=0)
+    return tmp_path / "data"
+
+
+def test_tiny_preset_learns_real_text(real_text, tmp_path):
+    """200 steps of configs/tiny-cpu.yaml on real BabyLM-domain text beat the unigram baseline by far."""
+    from gptbert.config import load_config
+
     cfg = load_config(REPO / "configs" / "tiny-cpu.yaml",
-                      {"train.data": str(tmp_path / "data"), "train.out_dir": str(tmp_path / "run")})
+                      {"train.data": str(real_text), "train.out_dir": str(tmp_path / "run")})
     assert cfg.train.max_steps == 200
     res = train(cfg)
-    h = unigram_entropy(tmp_path / "data", 1024)
+    h = unigram_entropy(real_text, 1024)
     print(f"unigram entropy {h:.3f}; validation {res.val}; {res.tokens_seen} tokens in {res.seconds:.1f}s")
     # Measured on this machine: unigram 5.91 nats/token; after 200 steps (~1M tokens, ~40 s)
     # causal 4.44 and masked 4.76, i.e. perplexity 3-4x below the unigram model's.
     assert res.val["val_loss_causal"] < h - 1.2
     assert res.val["val_loss_masked"] < h - 0.9
+
+
+def test_bf16_loss_curve_within_one_percent_of_fp32(real_text, tmp_path):
+    """The same 200-step run (configs/tiny-cpu.yaml, real text) in bf16 autocast and in fp32: every
+    logged loss (means over 10 steps, both objectives) and the final validation losses agree to 1%."""
+    from gptbert.config import load_config
+
+    curves, val = {}, {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        cfg = load_config(REPO / "configs" / "tiny-cpu.yaml", {"train.data": str(real_text),
+                                                                 "train.out_dir": str(out),
+                                                                 "train.precision": precision})
+        val[precision] = train(cfg).val
+        curves[precision] = _losses(out)
+    a, b = curves["fp32"], curves["bf16"]
+    assert [r[0] for r in a] == [r[0] for r in b] == list(range(10, 201, 10))
+    worst = max(abs(y - x) / x for ra, rb in zip(a, b) for x, y in zip(ra[1:], rb[1:]))
+    print(f"largest relative gap between the bf16 and fp32 loss curves: {100 * worst:.2f}%; val {val}")
+    assert worst < 0.01
+    for k in ("val_loss_masked", "val_loss_causal"):
+        assert val["bf16"][k] == pytest.approx(val["fp32"][k], rel=0.01)
 
 
 def test_metrics_files_and_tensorboard(prepared, tmp_path):

@@ -1,0 +1,76 @@
+"""Which library runs fp32 matrix multiplies on the CPU.
+
+PyTorch sends fp32 matmuls on the CPU to MKL's sgemm. On CPUs that are not
+Intel's, MKL takes a slow code path: on this project's AMD EPYC machine
+(AVX-512 with bf16, no AMX) it ran the small model's shapes at 160-215
+GFLOP/s, while oneDNN's own fp32 kernel (`brg_matmul:avx512_core`) ran them at
+270-440 GFLOP/s, and a whole fp32 training step went from 784 to 1,422
+tokens/s (`python bench/train_throughput.py`, README "Speed").
+
+PyTorch only routes fp32 matmuls to oneDNN when its "fpmath mode" lets them
+use bf16 (`torch.backends.mkldnn.matmul.fp32_precision = "bf16"`). oneDNN then
+picks a bf16 kernel only where it has one for fp32 inputs with implicit
+down-conversion, i.e. on AMX CPUs; elsewhere it runs true fp32 (the results
+agree with sgemm to ~1e-6 relative, only the summation order differs).
+So `fp32_matmul_via_onednn` switches it on only when the CPU has no AMX: fp32
+stays fp32. bf16 autocast runs do not need it (their matmuls are bf16 already).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_amx() -> bool:
+    """True if /proc/cpuinfo lists AMX tiles (or cannot be read: then assume it might)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return "amx_tile" in line.split()
+    except OSError:
+        pass
+    return True
+
+
+def onednn_fp32_is_exact() -> bool:
+    """oneDNN may take fp32 matmuls here without rounding them to bf16."""
+    return (torch.backends.mkldnn.is_available() and hasattr(torch.backends.mkldnn, "matmul")
+            and hasattr(torch.backends.mkldnn.matmul, "fp32_precision") and not cpu_has_amx())
+
+
+class fp32_matmul_via_onednn:
+    """Context manager (also usable as start()/stop()): fp32 CPU matmuls through oneDNN while active.
+
+    enabled=False, or a CPU where that could round to bf16, makes it a no-op.
+    `force=True` sets the mode even with AMX (bf16 inputs, fp32 accumulation):
+    evaluation in bf16 mode uses that for its fp32 output head.
+    """
+
+    def __init__(self, enabled: bool = True, force: bool = False):
+        self.active = enabled and (force or onednn_fp32_is_exact())
+        self.saved: str | None = None
+
+    def start(self) -> "fp32_matmul_via_onednn":
+        if self.active:
+            try:
+                self.saved = torch.backends.mkldnn.matmul.fp32_precision
+                torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+            except (AttributeError, RuntimeError):
+                self.active = False
+        return self
+
+    def stop(self) -> None:
+        if self.active and self.saved is not None:
+            torch.backends.mkldnn.matmul.fp32_precision = self.saved
+            self.saved = None
+
+    def __enter__(self) -> "fp32_matmul_via_onednn":
+        return self.start()
+
+    def __exit__(self, *exc) -> bool:
+        self.stop()
+        return False
