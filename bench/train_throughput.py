@@ -32,6 +32,7 @@ CONFIGS = {
     "small_t128_bf16": ("ours", "bf16", 32, 128, False, True),
     "small_t128_bf16_compiled": ("ours", "bf16", 32, 128, True, True),
     "small_t512_bf16": ("ours", "bf16", 8, 512, False, True),
+    "small_t512_bf16_recompute": ("ours", "bf16", 8, 512, False, True),  # --train.recompute_attention
     "hf_bert_t128_fp32": ("hf_bert", "fp32", 32, 128, False, True),
     "hf_bert_t128_bf16": ("hf_bert", "bf16", 32, 128, False, True),
     "hf_gpt2_t128_bf16": ("hf_gpt2", "bf16", 32, 128, False, True),
@@ -137,6 +138,7 @@ def run_one(name: str, repeats: int) -> dict:
         from gptbert.model import attention_mask
         from gptbert.optim import Lamb, param_groups
 
+        model.recompute_attention(name.endswith("_recompute"))
         opt = Lamb(param_groups(model, 0.1), lr=1e-3)
         net = torch.compile(model) if compile_ else model
         segments = torch.zeros(B, T, dtype=torch.long)
@@ -229,6 +231,8 @@ def main() -> None:
         "hf_gpt2_t128_bf16_tok_s": get("hf_gpt2_t128_bf16"),
         "small_t512_bf16_tok_s": get("small_t512_bf16"),
         "small_t512_peak_rss_mb": get("small_t512_bf16", "peak_rss_mb"),
+        "small_t512_recompute_bf16_tok_s": get("small_t512_bf16_recompute"),
+        "small_t512_recompute_peak_rss_mb": get("small_t512_bf16_recompute", "peak_rss_mb"),
         "mfu_bf16": get("small_t128_bf16", "mfu"),
         "mfu_fp32": get("small_t128_fp32", "mfu"),
         "data_pipeline_worker_tok_s": get("data_pipeline_worker"),

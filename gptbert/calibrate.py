@@ -46,10 +46,12 @@ def steps_for_budget(cfg: RunConfig, seconds: float) -> tuple[int, float]:
     """(max_steps, mean seconds per step) so that training fits in `seconds`."""
     rows = cfg.train.micro_batch_size
     T0 = cfg.train.seq_length
-    tau0 = seconds_per_token(cfg, T0, rows)
-    # Longer rows cost more per token only through attention; scale by the FLOP estimate.
-    flops = GPTBERT(cfg.model).flops_per_token
-    tau = {T0 * m: tau0 * flops(T0 * m) / flops(T0) for m in (1, 2, 4)}
+    # Each row length of the schedule is timed (with the schedule's rows per micro-batch): on
+    # CPU the (B, H, T, T) attention work grows faster than the FLOP estimate says (measured with
+    # cpu-quick: scaling T=128 by FLOPs fitted 691 steps to 9.9 minutes; the hard stop cut the
+    # run at step 658, before the end of its schedule).
+    mults = (1, 2, 4) if cfg.train.seq_schedule else (1,)
+    tau = {T0 * m: seconds_per_token(cfg, T0 * m, max(1, rows // m)) for m in mults}
     # Cost of a candidate run: sum over its steps of tokens x seconds/token at that length.
     def cost(n: int) -> float:
         cfg.train.max_steps = n

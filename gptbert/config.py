@@ -130,6 +130,8 @@ class TrainConfig:
     precision: str = _f("bf16", "bf16 (autocast; weights stay fp32), fp32, or fp64 (for numerical tests)")
     onednn_fp32: bool = _f(True, "fp32 on CPU: run fp32 matmuls with oneDNN instead of MKL (1.8x faster training "
                                  "on AMD; only on CPUs without AMX, where it stays exact fp32)")
+    recompute_attention: bool = _f(False, "recompute the (B, H, T, T) attention probabilities in backward "
+                                          "instead of storing them (CPU: less memory at T=512, a slower step)")
     device: str = _f("auto", "auto, cpu, cuda, cuda:N or mps")
     compile: bool = _f(False, "wrap the model in torch.compile")
     seed: int = _f(42, "seed of the data order, masking, dropout and init")

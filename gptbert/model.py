@@ -42,6 +42,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from .config import ModelConfig
 
@@ -146,6 +147,7 @@ class Attention(nn.Module):
         self.dropout = Dropout(cfg.attention_dropout)  # on relative embeddings (as official)
         self.out_dropout = Dropout(cfg.dropout)
         self.scale = 1.0 / math.sqrt(3 * self.head_dim)  # three score terms (c2c, c2p, p2c)
+        self.recompute = False  # GPTBERT.recompute_attention(True): trade compute for (B, H, T, T) memory
         self.register_buffer(
             "position_indices",
             relative_position_index(cfg.max_position, cfg.position_buckets, cfg.max_position),
@@ -175,19 +177,21 @@ class Attention(nn.Module):
         # Scale the small (.., 2K-1) tables before gathering them into (T, T) bias terms.
         c2p = (q @ pos_k.transpose(-1, -2)) * self.scale  # (B, H, T, 2K-1): q_i . key_pos[r]
         p2c = (k @ pos_q.transpose(-1, -2)) * self.scale  # (B, H, T, 2K-1): k_j . query_pos[r]
-        bias = torch.gather(c2p, -1, idx.expand(B, H, T, T))  # [i, j] = q_i . key_pos[idx(i, j)]
-        bias = bias.add_(torch.gather(p2c, -1, idx.transpose(-1, -2).expand(B, H, T, T)).transpose(-1, -2))  # + k_j . query_pos[idx(i, j)]
-        if mask is not None:
-            bias = bias.add_(mask.to(bias.dtype))  # additive mask: 0 or -inf, (B, 1, T, T)
 
         cpu = x.device.type == "cpu"
         if cpu and ((self.training and self.attention_dropout > 0) or (not self.training and T <= 64)):
             # SDPA would materialise the probabilities for dropout anyway; doing it here lets
             # the probabilities use the cheap CPU dropout mask. In inference on short rows
             # (zero-shot scoring) the CPU flash kernel is ~1.7-2x slower than these three ops.
-            scores = (q @ k.transpose(-1, -2)) * self.scale + bias  # (B, H, T, T)
-            y = self.dropout(scores.float().softmax(-1)).to(v.dtype) @ v
+            if self.recompute and torch.is_grad_enabled():
+                # Keep only q, k, v and the (.., 2K-1) tables; rebuild the (B, H, T, T) bias,
+                # scores, probabilities and dropout mask in backward (same RNG state, same mask).
+                y = checkpoint(self._attend, q, k, v, c2p, p2c, idx, mask, use_reentrant=False,
+                               preserve_rng_state=True)
+            else:
+                y = self._attend(q, k, v, c2p, p2c, idx, mask)
         else:
+            bias = self._bias(c2p, p2c, idx, mask)
             y = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=bias.to(q.dtype),
                 dropout_p=self.attention_dropout if self.training else 0.0, scale=self.scale,
@@ -196,6 +200,20 @@ class Attention(nn.Module):
         y = y * F.gelu(gate)  # attention gate
         y = self.out_proj(self.post_layer_norm(y))
         return self.out_dropout(y)
+
+    @staticmethod
+    def _bias(c2p: torch.Tensor, p2c: torch.Tensor, idx: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """(B, H, T, 2K-1) tables -> (B, H, T, T) relative-position bias plus the additive mask."""
+        B, H, T, _ = c2p.shape
+        bias = torch.gather(c2p, -1, idx.expand(B, H, T, T))  # [i, j] = q_i . key_pos[idx(i, j)]
+        bias = bias.add_(torch.gather(p2c, -1, idx.transpose(-1, -2).expand(B, H, T, T)).transpose(-1, -2))  # + k_j . query_pos[idx(i, j)]
+        if mask is not None:
+            bias = bias.add_(mask.to(bias.dtype))  # additive mask: 0 or -inf, (B, 1, T, T)
+        return bias
+
+    def _attend(self, q, k, v, c2p, p2c, idx, mask) -> torch.Tensor:
+        scores = (q @ k.transpose(-1, -2)) * self.scale + self._bias(c2p, p2c, idx, mask)  # (B, H, T, T)
+        return self.dropout(scores.float().softmax(-1)).to(v.dtype) @ v  # (B, H, T, D)
 
     def _position_index(self, T: int, device: torch.device) -> torch.Tensor:
         if T > self.position_indices.shape[0]:
@@ -441,6 +459,17 @@ class GPTBERT(nn.Module):
         if positions is not None:
             hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, positions)  # (N, d)
         return self.head(hidden)
+
+    def recompute_attention(self, enabled: bool = True) -> "GPTBERT":
+        """Recompute the (B, H, T, T) attention probabilities in backward instead of storing them.
+
+        Only the CPU path that builds the probabilities itself (training with attention
+        dropout) stores them; at T=512 they are most of the activation memory.
+        The results are bit-identical; the cost is one more attention forward per layer.
+        """
+        for attn in self.transformer.attention_layers:
+            attn.recompute = enabled
+        return self
 
     def num_parameters(self) -> int:
         """Unique parameters (the tied output matrix counted once)."""

@@ -169,6 +169,7 @@ def _train(cfg: RunConfig, resume: str | Path | None, max_steps_to_run: int | No
 
     torch.manual_seed(t.seed)  # identical initial weights on every rank
     model = GPTBERT(cfg.model).to(d.device, torch.float64 if t.precision == "fp64" else torch.float32)
+    model.recompute_attention(t.recompute_attention)
     optimizer = Lamb(param_groups(model, t.weight_decay), lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps)
     ema = EMA(model, t.ema_decay) if t.ema_decay > 0 else None
     start_step, tokens_seen = 0, 0

@@ -213,12 +213,34 @@ def test_cpu_dropout_rate_and_scaling():
     assert torch.equal(d.eval()(x), x)
 
 
-def test_training_mode_attention_path_matches_sdpa_without_dropout():
-    """The manual softmax path used for CPU training equals SDPA when dropout draws nothing."""
+@pytest.mark.parametrize("T", [13, 80])
+def test_training_mode_attention_path_matches_sdpa_without_dropout(T):
+    """The manual softmax path used for CPU training equals inference (manual for T <= 64,
+    SDPA above) when dropout draws nothing."""
     torch.manual_seed(0)
     m = GPTBERT(tiny(attention_dropout=1e-9))
-    ids = torch.randint(16, 200, (2, 13))
+    ids = torch.randint(16, 200, (2, T))
     mask = attention_mask(torch.cumsum((ids == 1).long(), -1), torch.tensor([True, False]))
     train_out = m.train()(ids, mask)
     eval_out = m.eval()(ids, mask)
     torch.testing.assert_close(train_out, eval_out, atol=1e-5, rtol=1e-5)
+
+
+def test_recomputed_attention_is_bit_identical_with_dropout():
+    """recompute_attention(True) replays the same dropout masks: same loss and gradients, exactly."""
+    torch.manual_seed(0)
+    m = GPTBERT(tiny(attention_dropout=0.2, dropout=0.1)).train()
+    ids = torch.randint(16, 200, (3, 40))
+    mask = attention_mask(torch.zeros(3, 40, dtype=torch.long), torch.tensor([True, False, False]))
+    results = []
+    for recompute in (False, True):
+        m.recompute_attention(recompute)
+        m.zero_grad()
+        torch.manual_seed(123)
+        out = m(ids, mask)
+        out.float().square().mean().backward()
+        results.append((out.detach(), [p.grad.clone() for p in m.parameters()]))
+    (o1, g1), (o2, g2) = results
+    assert torch.equal(o1, o2)
+    assert all(torch.equal(a, b) for a, b in zip(g1, g2))
+    assert m.transformer.attention_layers[0].recompute

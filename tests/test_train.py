@@ -213,3 +213,29 @@ def test_metrics_files_and_tensorboard(prepared, tmp_path):
     assert val["step"] == 4 and val["val_loss_masked"] > 0
     events = list((tmp_path / "run" / "tensorboard").rglob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
+
+
+def test_budget_fit_uses_the_time_of_every_row_length(tmp_path, monkeypatch):
+    """steps_for_budget times each length of the schedule (T, 2T, 4T with 1, 1/2, 1/4 of the rows)
+    and picks the largest max_steps whose summed step costs (+10% overhead) fit the budget."""
+    import gptbert.calibrate as cal
+
+    per_token = {32: 1e-4, 64: 3e-4, 128: 9e-4}  # longer rows much dearer than FLOPs say
+    calls = []
+
+    def fake(cfg, T, rows, repeats=2):
+        calls.append((T, rows))
+        return per_token[T]
+
+    monkeypatch.setattr(cal, "seconds_per_token", fake)
+    cfg = tiny_config(tmp_path, tmp_path, 400, global_batch_tokens=16 * 32, micro_batch_size=8)
+    n, mean_step = cal.steps_for_budget(cfg, 60.0)
+    assert calls == [(32, 8), (64, 4), (128, 2)]
+    assert cfg.train.max_steps == n
+
+    def cost(steps):
+        cfg.train.max_steps = steps
+        return 1.10 * sum(step_shape(s, cfg).tokens * per_token[step_shape(s, cfg).seq_length] for s in range(steps))
+
+    assert cost(n) <= 60.0 < cost(n + 1)
+    assert mean_step == pytest.approx(cost(n) / n)
