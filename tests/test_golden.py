@@ -1,0 +1,66 @@
+"""Golden loss curve: 20 steps of the tiny-cpu preset (dropout 0) must not move when code is moved.
+
+The curve was recorded once (`GPTBERT_WRITE_GOLDEN=1 python -m pytest tests/test_golden.py`) and is
+compared here to 1e-6. It is recorded in fp64 (identical on every CPU: the matmul kernels differ
+between CPUs only in their summation order, which fp64 makes invisible at 1e-6) and in fp32 (checked
+to 1e-6 on a CPU of the kind it was recorded on; elsewhere the summation order of MKL vs oneDNN is
+allowed 1e-4, and the test says which comparison it made).
+
+A change that is meant to alter the numerics (a new default) re-records the file and says so in the
+commit; anything else that moves these numbers is a bug.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import tiny_config  # noqa: F401  (keeps the fixture module loaded)
+
+GOLDEN = Path(__file__).parent / "assets" / "golden_tiny_cpu_20_steps.json"
+
+
+def _cpu_kind() -> str:
+    from gptbert.matmul import cpu_has_amx
+
+    return "amx" if cpu_has_amx() else "no-amx"
+
+
+def _curve(prepared, tmp_path: Path, precision: str) -> list[list[float]]:
+    from gptbert.config import load_config
+    from gptbert.train import train
+
+    from helpers import preset_path
+
+    out = tmp_path / precision
+    cfg = load_config(preset_path("tiny-cpu"), {
+        "train.data": str(prepared["data"]), "train.out_dir": str(out), "train.precision": precision,
+        "train.max_steps": 20, "train.log_every": 1, "train.tensorboard": False,
+        "model.vocab_size": prepared["vocab_size"], "model.dropout": 0.0, "model.attention_dropout": 0.0,
+    })
+    train(cfg)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [[r["step"], r["loss_masked"], r["loss_causal"]] for r in rows]
+
+
+@pytest.mark.parametrize("precision", ["fp64", "fp32"])
+def test_tiny_cpu_loss_curve_is_golden(prepared, tmp_path, one_thread, precision):
+    curve = _curve(prepared, tmp_path, precision)
+    assert [r[0] for r in curve] == list(range(1, 21))
+    if os.environ.get("GPTBERT_WRITE_GOLDEN"):
+        data = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
+        data[precision] = curve
+        data[f"{precision}_cpu_kind"] = _cpu_kind()
+        GOLDEN.write_text(json.dumps(data, indent=1) + "\n")
+    golden = json.loads(GOLDEN.read_text())
+    tol = 1e-6
+    if precision == "fp32" and golden.get("fp32_cpu_kind") != _cpu_kind():
+        tol = 1e-4
+        print(f"fp32 golden curve was recorded on a {golden.get('fp32_cpu_kind')} CPU, this one is "
+              f"{_cpu_kind()}: comparing to {tol}")
+    worst = max(abs(a - b) for ra, rb in zip(curve, golden[precision]) for a, b in zip(ra[1:], rb[1:]))
+    print(f"{precision}: largest difference from the golden curve {worst:.2e} (tolerance {tol})")
+    assert worst <= tol
