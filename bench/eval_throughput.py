@@ -30,7 +30,8 @@ sys.path.insert(0, str(REPO))
 
 from gptbert.config import model_preset  # noqa: E402
 from gptbert.eval.forward import EvalModel  # noqa: E402
-from gptbert.eval.loading import default_eval_dir, load_for_eval  # noqa: E402
+from gptbert.paths import eval_dir, pretrain_dir  # noqa: E402
+from gptbert.pretrained import load as load_pretrained  # noqa: E402
 from gptbert.eval.minimal_pairs import evaluate_task, load_task  # noqa: E402
 from gptbert.eval.scoring import SWEEP_TEMPERATURES, SentenceScorer  # noqa: E402
 from gptbert.model import GPTBERT  # noqa: E402
@@ -47,7 +48,7 @@ def _tokenizer(path: str | None):
         from gptbert.corpus import find_corpus_files, read_documents
         from gptbert.tokenizer import train_tokenizer
 
-        data = REPO.parent / "shared" / "data" / "pretrain"
+        data = pretrain_dir()
         files = find_corpus_files(data)
         print(f"training a vocab-8192 tokenizer on {data} -> {cached}", file=sys.stderr)
         train_tokenizer((d for f in files for d in read_documents(f)), 8192, cached)
@@ -59,7 +60,7 @@ def main() -> None:
     p.add_argument("--checkpoint", help="trained run to load (default: random small-preset weights)")
     p.add_argument("--tokenizer", help="tokenizer.json (default: the checkpoint's, or a cached vocab-8192 one)")
     p.add_argument("--preset", default="small", help="model preset for random weights (default: small)")
-    p.add_argument("--data-dir", default=str(default_eval_dir()), help="folder holding blimp_fast/")
+    p.add_argument("--data-dir", help="folder holding blimp_fast/ (default: <data root>/eval)")
     p.add_argument("--task", default="blimp_fast", help="minimal-pair task folder under --data-dir (default: blimp_fast; "
                    "blimp_filtered is the full 59,875 pairs)")
     p.add_argument("--pairs", type=int, default=1005, help="pairs to score, spread over the 67 paradigms (0 = all)")
@@ -75,7 +76,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.checkpoint:
-        model, tok = load_for_eval(args.checkpoint, args.tokenizer)
+        pre = load_pretrained(args.checkpoint, tokenizer=args.tokenizer)
+        model, tok = pre.model, pre.tokenizer
         name = args.checkpoint
     else:
         tok = _tokenizer(args.tokenizer)
@@ -84,7 +86,7 @@ def main() -> None:
                                      attention_dropout=0.0)).eval()
         name = f"{args.preset} preset, random weights"
     limit = None if args.pairs <= 0 else max(1, math.ceil(args.pairs / 67))
-    task = load_task(args.task, args.data_dir, limit=limit)
+    task = load_task(args.task, eval_dir(args.data_dir), limit=limit)
     n_tok = sum(len(e.ids) for e in tok.encode_batch([q.good for q in task.pairs] + [q.bad for q in task.pairs],
                                                       add_special_tokens=False))
     temps = SWEEP_TEMPERATURES if args.sweep else (1.0,)

@@ -11,7 +11,7 @@ forward + backward + optimizer step on random tokens, a mixed hybrid batch
 MFU is against the bf16 / fp32 matmul peak the script measures itself at the
 model's shapes (4096 x 384 @ 384 x 2560), so it is a fraction of what this
 machine can actually do, not of a datasheet number. fp32 runs route their
-matmuls through oneDNN as `gptbert train` does (gptbert/matmul.py; a no-op on
+matmuls through oneDNN as `gptbert train` does (gptbert/precision.py; a no-op on
 AMX CPUs); `small_t128_fp32_mkl` is the same run on PyTorch's default GEMM.
 """
 
@@ -43,7 +43,7 @@ def matmul_peak(dtype_name: str, seconds: float = 2.0) -> float:
     """GFLOP/s of one (4096 x 384) @ (384 x 2560) matmul; "fp32" is the faster of MKL and oneDNN."""
     import torch
 
-    from gptbert.matmul import fp32_matmul_via_onednn
+    from gptbert.precision import fp32_matmul_via_onednn
 
     dtype = torch.bfloat16 if dtype_name == "bf16" else torch.float32
     a, b = torch.randn(4096, 384, dtype=dtype), torch.randn(384, 2560, dtype=dtype)
@@ -73,7 +73,6 @@ def cpu_name() -> str:
 
 
 def build(impl: str):
-    import torch
 
     if impl == "ours":
         from gptbert.config import model_preset
@@ -128,7 +127,7 @@ def run_one(name: str, repeats: int) -> dict:
     if name == "data_pipeline_worker":
         return data_pipeline(50 * repeats)
 
-    from gptbert.matmul import fp32_matmul_via_onednn
+    from gptbert.precision import fp32_matmul_via_onednn
 
     impl, precision, B, T, compile_, onednn = CONFIGS[name]
     fp32_matmul_via_onednn(enabled=onednn and precision == "fp32").start()  # as `gptbert train` does

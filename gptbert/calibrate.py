@@ -9,6 +9,7 @@ the budget as a hard stop, in case the machine slows down.
 
 from __future__ import annotations
 
+import copy
 import time
 
 import torch
@@ -17,7 +18,7 @@ from .config import RunConfig
 from .data import step_shape
 from .model import GPTBERT, attention_mask
 from .optim import Lamb, param_groups
-from .train import autocast
+from .precision import autocast
 
 
 def seconds_per_token(cfg: RunConfig, seq_length: int, rows: int, repeats: int = 2) -> float:
@@ -42,23 +43,23 @@ def seconds_per_token(cfg: RunConfig, seq_length: int, rows: int, repeats: int =
     return min(times[1:]) / (rows * seq_length)
 
 
-def steps_for_budget(cfg: RunConfig, seconds: float) -> tuple[int, float]:
-    """(max_steps, mean seconds per step) so that training fits in `seconds`."""
+def steps_for_budget(cfg: RunConfig, seconds: float) -> int:
+    """The largest max_steps whose whole run fits in `seconds` (cfg is not changed).
+
+    Each row length of the schedule is timed with the schedule's rows per micro-batch: on a CPU
+    the (B, H, T, T) attention work grows faster with T than the FLOP count says, so scaling the
+    time of T=128 would overfill the budget.
+    """
     rows = cfg.train.micro_batch_size
     T0 = cfg.train.seq_length
-    # Each row length of the schedule is timed (with the schedule's rows per micro-batch): on
-    # CPU the (B, H, T, T) attention work grows faster than the FLOP estimate says (measured with
-    # cpu-quick: scaling T=128 by FLOPs fitted 691 steps to 9.9 minutes; the hard stop cut the
-    # run at step 658, before the end of its schedule).
     mults = (1, 2, 4) if cfg.train.seq_schedule else (1,)
     tau = {T0 * m: seconds_per_token(cfg, T0 * m, max(1, rows // m)) for m in mults}
-    # Cost of a candidate run: sum over its steps of tokens x seconds/token at that length.
+    trial = copy.deepcopy(cfg)
+
     def cost(n: int) -> float:
-        cfg.train.max_steps = n
-        total = 0.0
-        for s in range(n):
-            sh = step_shape(s, cfg)
-            total += sh.tokens * tau[sh.seq_length]
+        """Seconds of a run of n steps: its tokens at each length x seconds/token there."""
+        trial.train.max_steps = n
+        total = sum(step_shape(s, trial).tokens * tau[step_shape(s, trial).seq_length] for s in range(n))
         return total * 1.10  # data, logging, evaluation overheads
 
     lo, hi = 1, 1
@@ -67,5 +68,4 @@ def steps_for_budget(cfg: RunConfig, seconds: float) -> tuple[int, float]:
     while lo < hi - 1:
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if cost(mid) < seconds else (lo, mid)
-    cfg.train.max_steps = lo
-    return lo, cost(lo) / lo
+    return lo

@@ -4,7 +4,7 @@ A checkpoint is one directory, `<run_dir>/checkpoints/step_XXXXXXX/`:
 
     model.safetensors  raw weights (fp32, tied tensors stored once)
     ema.safetensors    EMA weights (optional)
-    state.pt           optimizer state, step, tokens seen, RNG states, extras
+    state.pt           optimizer state, step, tokens seen, extras
     config.yaml        the resolved run config
     meta.json          {"step", "tokens_seen", "time", "files": {name: sha256}}
 
@@ -18,8 +18,8 @@ are atomic, so a crash at any point leaves the previous checkpoint intact and
 `latest` naming a complete one. Temporary directories are never picked up.
 
 Weights go into safetensors (no pickle, loadable anywhere, memory-mappable).
-The training state needs pickle (RNG states are tuples of numpy arrays and
-Python objects that `torch.load(weights_only=True)` rejects), so state.pt is
+The training state needs pickle (optimizer state holds Python containers and
+extras that `torch.load(weights_only=True)` may reject), so state.pt is
 unpickled only after its sha256 matched meta.json: corrupted files are then
 reported as such instead of failing deep inside the unpickler. The checksum
 guards integrity, not authenticity: only resume from checkpoints you trust.
@@ -27,7 +27,6 @@ guards integrity, not authenticity: only resume from checkpoints you trust.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -35,6 +34,7 @@ import shutil
 import struct
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +43,14 @@ import torch
 import yaml
 from torch import Tensor, nn
 
-from gptbert.errors import input_error
-from gptbert.optim import clean_param_name, unwrap_model
+from .config import ModelConfig, config_from_dict
+from .distributed import clean_param_name, unwrap_model
+from .errors import GPTBertError, input_error
+from .io import atomic_write_text as _atomic_write_text
+from .io import fsync_dir as _fsync_dir
+from .io import fsync_file as _fsync_file
+from .io import sha256_file as _sha256
+from .io import write_synced as _write_text_synced
 
 MODEL_FILE = "model.safetensors"
 EMA_FILE = "ema.safetensors"
@@ -155,47 +161,6 @@ def load_model_weights(model: nn.Module, state: Mapping[str, Tensor], source: st
 # ---------------------------------------------------------------------------
 
 
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # e.g. Windows: directories cannot be opened
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _write_text_synced(path: Path, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Replace `path` with `text` so that readers see the old or the new content."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    _write_text_synced(tmp, text)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
 def _save_safetensors(tensors: dict[str, Tensor], path: Path) -> None:
     safetensors.torch.save_file(tensors, str(path), metadata={"format": "pt"})
     _fsync_file(path)
@@ -269,19 +234,20 @@ def _prune(ckpt_root: Path, keep_last: int, just_written: Path) -> None:
 
 def save_checkpoint(
     run_dir: str | Path,
+    *,
     step: int,
-    model_state: Mapping[str, Tensor],
-    ema_state: Mapping[str, Tensor] | None,
-    train_state: dict[str, Any],
-    config: Mapping[str, Any],
     tokens_seen: int,
+    model_state: Mapping[str, Tensor],
+    config: Mapping[str, Any],
+    ema_state: Mapping[str, Tensor] | None = None,
+    train_state: Mapping[str, Any] | None = None,
     keep_last: int | None = 3,
 ) -> Path:
     """Write `<run_dir>/checkpoints/step_XXXXXXX/` atomically and point `latest` at it.
 
     `model_state` / `ema_state` are state dicts (tied and wrapped names are
-    handled by `state_dict_for_save`); `train_state` is pickled into state.pt
-    together with `step` and `tokens_seen`. Afterwards only the `keep_last`
+    handled by `state_dict_for_save`); `train_state` (optimizer state and
+    extras) is pickled into state.pt together with `step` and `tokens_seen`. Afterwards only the `keep_last`
     newest step directories are kept (None keeps all); the one just written
     is never deleted. Returns the checkpoint directory.
     """
@@ -304,7 +270,7 @@ def save_checkpoint(
             files.append(EMA_FILE)
             _save_safetensors(state_dict_for_save(ema_state), tmp / EMA_FILE)
         files.append(STATE_FILE)
-        _save_torch({**train_state, "step": step, "tokens_seen": tokens_seen}, tmp / STATE_FILE)
+        _save_torch({**(train_state or {}), "step": step, "tokens_seen": tokens_seen}, tmp / STATE_FILE)
         files.append(CONFIG_FILE)
         _write_text_synced(tmp / CONFIG_FILE, yaml.safe_dump(_plain(config), sort_keys=False))
         meta = {
@@ -333,7 +299,8 @@ def save_checkpoint(
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """Find the checkpoint directory from a run dir, a checkpoints/ dir or a step dir.
+    """Find the checkpoint directory from a run dir, a checkpoints/ dir, a step dir, or a folder
+    that holds exactly one run (a `gptbert quickstart --out` folder: the run is in train/).
 
     Run and checkpoints directories use `checkpoints/latest`; if that file is
     missing or names a directory that is gone, the newest step directory with
@@ -348,6 +315,13 @@ def resolve_checkpoint(path: str | Path) -> Path:
         raise input_error(p, "is the temporary directory of an interrupted save, not a checkpoint")
     if _STEP_DIR.match(p.name) or (p / META_FILE).exists():
         return p
+    if not (p / "checkpoints").is_dir() and not (p / LATEST_FILE).is_file() and not _step_dirs(p):
+        # A folder that holds one run below it, e.g. a `gptbert quickstart --out` folder (run in train/).
+        runs = sorted(c for c in p.iterdir() if (c / "checkpoints").is_dir())
+        if len(runs) > 1:
+            raise input_error(p, f"holds several runs ({', '.join(r.name for r in runs)}); name one of them")
+        if runs:
+            p = runs[0]
     if (p / "checkpoints").is_dir():
         p = p / "checkpoints"
 
@@ -393,12 +367,48 @@ def _one_line(e: BaseException) -> str:
     return " ".join(f"{type(e).__name__}: {e}".split())
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load and validate a checkpoint.
+@dataclass
+class Checkpoint:
+    """A loaded, checksum-verified checkpoint."""
 
-    Returns {"model", "ema" (None if not saved), "state", "config", "meta",
-    "path"}. Every file listed in meta.json is checked against its sha256
-    before it is parsed; problems raise GPTBertError naming the file.
+    path: Path  # the step folder
+    model: dict[str, Tensor]  # raw weights
+    ema: dict[str, Tensor] | None  # EMA weights, when the run kept them
+    state: dict[str, Any]  # optimizer state, step, tokens_seen, extras
+    config: dict[str, Any]  # the run config as saved (sections model, objective, train)
+    meta: dict[str, Any]  # step, tokens_seen, time, file checksums
+
+    @property
+    def step(self) -> int:
+        return int(self.meta["step"])
+
+    @property
+    def tokens_seen(self) -> int:
+        return int(self.meta.get("tokens_seen", 0))
+
+    @property
+    def run_dir(self) -> Path:
+        """The run folder: the parent of checkpoints/."""
+        return self.path.parent.parent if self.path.parent.name == "checkpoints" else self.path.parent
+
+    def model_config(self) -> ModelConfig:
+        """The validated model section of config.yaml."""
+        where = self.path / CONFIG_FILE
+        if not isinstance(self.config.get("model"), dict):
+            raise input_error(where, "has no 'model' section")
+        try:
+            mc = config_from_dict({"model": self.config["model"]}, str(where)).model
+            mc.validate(f"{where}: model")
+        except GPTBertError as e:
+            raise GPTBertError(str(e)) from None
+        return mc
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Load and validate a checkpoint (a run folder, its checkpoints/ folder or a step folder).
+
+    Every file listed in meta.json is checked against its sha256 before it is
+    parsed; problems raise GPTBertError naming the file.
     """
     d = resolve_checkpoint(path)
 
@@ -439,5 +449,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise input_error(d / CONFIG_FILE, f"is not valid YAML ({_one_line(e)})") from None
 
-    return {"model": model, "ema": ema, "state": state, "config": config, "meta": meta, "path": d}
+    if not isinstance(config, dict):
+        raise input_error(d / CONFIG_FILE, "is not a mapping of config sections")
+    if not isinstance(state, dict):
+        raise input_error(d / STATE_FILE, "does not hold a training-state dict")
+    return Checkpoint(path=d, model=model, ema=ema, state=state, config=config, meta=meta)
 

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from .errors import GPTBertError
+from .io import atomic_write_text
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -254,15 +255,35 @@ def _coerce(value: Any, f: dataclasses.Field, where: str) -> Any:
     raise GPTBertError(f"{where}: expected {typ}, got {value!r}")
 
 
+PRESET_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def preset_names() -> list[str]:
+    """The presets shipped with the package (gptbert/configs/*.yaml)."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def resolve_preset(name_or_path: str | Path) -> Path:
+    """A preset name (`small-10m`) or a path to a YAML file -> the YAML file."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    named = PRESET_DIR / f"{name_or_path}.yaml"
+    if named.is_file() and p.suffix not in (".yaml", ".yml") and len(p.parts) == 1:
+        return named
+    if p.suffix in (".yaml", ".yml") or len(p.parts) > 1:
+        raise GPTBertError(f"{p}: config file does not exist")
+    raise GPTBertError(f"--config: unknown preset '{name_or_path}' (presets: {', '.join(preset_names())}; "
+                       "or give a path to a YAML file)")
+
+
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Load a YAML preset (optional), apply dotted overrides, validate."""
+    """Load a YAML preset (a name from `preset_names()` or a path; optional), apply dotted overrides, validate."""
     data: dict[str, Any] = {}
     where = "config"
     if path is not None:
-        path = Path(path)
+        path = resolve_preset(path)
         where = str(path)
-        if not path.is_file():
-            raise GPTBertError(f"{path}: config file does not exist")
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except (yaml.YAMLError, UnicodeDecodeError) as e:
@@ -283,6 +304,4 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
 
 def save_config(cfg: RunConfig, path: Path) -> None:
     """Write the resolved config as YAML (atomically)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -50,12 +50,8 @@ complete, so an existing `out_dir` is never damaged by a failure halfway.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
-import tempfile
-import uuid
 from collections.abc import Iterator, Sequence
 from itertools import chain
 from pathlib import Path
@@ -63,8 +59,9 @@ from typing import Any
 
 import numpy as np
 
-from gptbert.errors import GPTBertError, input_error
-from gptbert.tokenizer import BOS_ID, encode_batch, load_tokenizer
+from .errors import GPTBertError, input_error
+from .io import replace_dir, sha256_file, temp_path, write_synced
+from .tokenizer import BOS_ID, encode_batch, load_tokenizer
 
 CORPUS_SUFFIXES = (".train", ".test", ".txt", ".jsonl")
 SPLITS = ("train", "val")
@@ -226,14 +223,6 @@ def iter_corpus_documents(
 # preparing
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _is_within(path: Path, folder: Path) -> bool:
     path, folder = path.resolve(), folder.resolve()
     return path == folder or folder in path.parents
@@ -334,21 +323,6 @@ def _write_split_files(
     }
 
 
-def _swap_into_place(new: Path, out_dir: Path) -> None:
-    """Replace `out_dir` by `new` (same parent folder, so both renames are atomic)."""
-    if not out_dir.exists():
-        os.rename(new, out_dir)
-        return
-    old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
-    os.rename(out_dir, old)
-    try:
-        os.rename(new, out_dir)
-    except BaseException:
-        os.rename(old, out_dir)  # put the previous output back
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def prepare_corpus(
     data_dir: str | Path,
     tokenizer_path: str | Path,
@@ -390,14 +364,15 @@ def prepare_corpus(
 
     # Pass 2: tokenize into a fresh folder next to out_dir, then swap it in.
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    tmp = temp_path(out_dir)
+    shutil.rmtree(tmp, ignore_errors=True)  # a leftover of this pid's own earlier crash
+    tmp.mkdir()
     try:
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private (0o700); the output should not be
         counts = _write_split_files(tmp, data_dir, files, tok, is_val, max_doc_lines, max_line_chars, batch_docs)
         shutil.copyfile(tokenizer_path, tmp / "tokenizer.json")
         meta: dict[str, Any] = {
             "vocab_size": tok.get_vocab_size(),
-            "tokenizer_sha256": _sha256(tokenizer_path),
+            "tokenizer_sha256": sha256_file(tokenizer_path),
             "files": [p.relative_to(data_dir).as_posix() for p in files],
             "words": counts["words"],
             "documents": n_docs,
@@ -413,8 +388,8 @@ def prepare_corpus(
             "tokenizer_path": str(tokenizer_path.resolve()),
         }
         # meta.json last: a folder with a meta.json is a complete one.
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        _swap_into_place(tmp, out_dir)
+        write_synced(tmp / "meta.json", json.dumps(meta, indent=2) + "\n")
+        replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 
 @dataclass
@@ -76,20 +78,7 @@ def wrap_model(model: torch.nn.Module, d: Dist) -> torch.nn.Module:
     """DDP around the model when distributed; the bare model otherwise."""
     if not d.enabled:
         return model
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
     return DDP(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The plain model inside DDP and/or torch.compile wrappers."""
-    while True:
-        if hasattr(model, "module"):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        else:
-            return model
 
 
 def barrier(d: Dist) -> None:
@@ -97,9 +86,30 @@ def barrier(d: Dist) -> None:
         dist.barrier()
 
 
-def broadcast_object(obj, d: Dist):
-    if not d.enabled:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
+# ---------------------------------------------------------------------------
+# Wrappers: DDP puts the model under `.module`, torch.compile under `._orig_mod`.
+
+_WRAPPER_ATTRS = ("module", "_orig_mod")
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The plain model under any (Distributed)DataParallel / torch.compile wrappers."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def clean_param_name(name: str) -> str:
+    """Strip wrapper prefixes: 'module._orig_mod.layers.0.w' -> 'layers.0.w'.
+
+    A leading 'module.' comes from DDP; '_orig_mod.' from torch.compile, which
+    can also appear in the middle when only a submodule was compiled.
+    """
+    parts = name.split(".")
+    while len(parts) > 1 and parts[0] in _WRAPPER_ATTRS:
+        parts = parts[1:]
+    return ".".join(p for p in parts if p != "_orig_mod")

@@ -96,7 +96,7 @@ def attention_mask(segment_ids: torch.Tensor, causal: torch.Tensor | bool) -> to
 # Dropout
 
 
-def _keep_mask(shape: torch.Size, p: float, device: torch.device) -> tuple[torch.Tensor, float]:
+def dropout_keep_mask(shape: torch.Size, p: float, device: torch.device) -> tuple[torch.Tensor, float]:
     """Bernoulli(1 - p) keep-mask from 16 random bits per element, and the exact keep rate.
 
     On CPU, `bernoulli_` draws one 32-bit number per element and was ~13% of a
@@ -122,7 +122,7 @@ class Dropout(nn.Module):
             return x
         if x.device.type != "cpu":
             return F.dropout(x, self.p, True)
-        keep, rate = _keep_mask(x.shape, self.p, x.device)
+        keep, rate = dropout_keep_mask(x.shape, self.p, x.device)
         # Scale x (in fp32 arithmetic, one rounding), then zero: a bf16 mask scaled first would
         # round 1/0.9 to 1.109 and shrink every kept bf16 activation by 0.16%.
         return x.mul(1.0 / rate).mul_(keep)
@@ -383,24 +383,38 @@ class Embedding(nn.Module):
         return x, rel
 
 
-class Classifier(nn.Module):
-    """LN -> Linear -> GELU -> LN -> dropout -> Linear (weight tied to the word embedding)."""
+class PredictionHead(nn.Module):
+    """LN -> Linear -> GELU -> LN -> dropout -> Linear: the paper's head, used twice.
 
-    def __init__(self, cfg: ModelConfig, word_embedding: nn.Parameter):
+    As the language-model head (`Classifier`, out_features = vocabulary, last
+    weight tied to the word embedding) and as the GLUE classifier on the `<s>`
+    state (`eval.finetune.SequenceClassifier`, out_features = labels). The
+    module names (`nonlinearity.1`, `nonlinearity.5`) are those of the official
+    checkpoints and of the HF remote code (`hf/modeling_gpt_bert.py`).
+    """
+
+    def __init__(self, hidden_size: int, out_features: int, dropout: float, layer_norm_eps: float):
         super().__init__()
-        d = cfg.hidden_size
+        d = hidden_size
         self.nonlinearity = nn.Sequential(
-            nn.LayerNorm(d, cfg.layer_norm_eps, elementwise_affine=False),
+            nn.LayerNorm(d, layer_norm_eps, elementwise_affine=False),
             nn.Linear(d, d),
             nn.GELU(),
-            nn.LayerNorm(d, cfg.layer_norm_eps, elementwise_affine=False),
-            Dropout(cfg.dropout),
-            nn.Linear(d, cfg.vocab_size),
+            nn.LayerNorm(d, layer_norm_eps, elementwise_affine=False),
+            Dropout(dropout),
+            nn.Linear(d, out_features),
         )
-        self.nonlinearity[-1].weight = word_embedding  # tied
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.nonlinearity(h)
+
+
+class Classifier(PredictionHead):
+    """The language-model head: vocabulary logits, output matrix tied to the word embedding."""
+
+    def __init__(self, cfg: ModelConfig, word_embedding: nn.Parameter):
+        super().__init__(cfg.hidden_size, cfg.vocab_size, cfg.dropout, cfg.layer_norm_eps)
+        self.nonlinearity[-1].weight = word_embedding  # tied
 
 
 # ---------------------------------------------------------------------------

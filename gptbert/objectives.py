@@ -39,7 +39,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .config import ObjectiveConfig
 from .tokenizer import BOS_ID, MASK_ID, N_SPECIAL
@@ -180,8 +179,3 @@ def hybrid_loss(
             n_causal=int(c.sum()), n_masked=int((~c).sum()),
         )
     return loss, sums
-
-
-def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Plain fp32 token cross-entropy, for validation."""
-    return F.cross_entropy(logits.float(), targets, reduction="sum")

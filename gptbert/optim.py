@@ -35,37 +35,11 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor, nn
 
-from gptbert.errors import input_error
-
-# Names added by wrappers: DistributedDataParallel puts the model under
-# `.module`, torch.compile under `._orig_mod`.
-_WRAPPER_ATTRS = ("module", "_orig_mod")
+from .distributed import clean_param_name, unwrap_model
+from .errors import input_error
 
 # Affine normalisation layers whose parameters are never decayed.
 _NORM_TYPES: tuple[type[nn.Module], ...] = (nn.LayerNorm,) + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """Return the plain model under any (Distributed)DataParallel / torch.compile wrappers."""
-    while True:
-        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            model = model.module
-        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
-            model = model._orig_mod
-        else:
-            return model
-
-
-def clean_param_name(name: str) -> str:
-    """Strip wrapper prefixes: 'module._orig_mod.layers.0.w' -> 'layers.0.w'.
-
-    A leading 'module.' comes from DDP; '_orig_mod.' from torch.compile, which
-    can also appear in the middle when only a submodule was compiled.
-    """
-    parts = name.split(".")
-    while len(parts) > 1 and parts[0] in _WRAPPER_ATTRS:
-        parts = parts[1:]
-    return ".".join(p for p in parts if p != "_orig_mod")
 
 
 # ---------------------------------------------------------------------------

@@ -39,13 +39,13 @@ enforces with a clear message.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-from gptbert.errors import input_error
+from .errors import input_error
+from .io import atomic_save
 
 SPECIAL_TOKENS: list[str] = ["<unk>", "<s>", "</s>", "<pad>", "<mask>"] + [f"<special_{i}>" for i in range(11)]
 UNK_ID, BOS_ID, EOS_ID, PAD_ID, MASK_ID = 0, 1, 2, 3, 4
@@ -153,12 +153,8 @@ def train_tokenizer(
 
 
 def save_tokenizer(tok: Tokenizer, out_path: str | Path) -> None:
-    """Write `tok` to `out_path` atomically (write `<out>.tmp`, then rename over)."""
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    tok.save(str(tmp))
-    os.replace(tmp, out_path)
+    """Write `tok` to `out_path` atomically (temporary file, then rename over)."""
+    atomic_save(out_path, lambda tmp: tok.save(str(tmp)))
 
 
 def _check_special_tokens(path: str | Path, tok: Tokenizer) -> None:

@@ -24,17 +24,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from . import distributed as dist_utils
 from .checkpoint import load_checkpoint, load_model_weights, save_checkpoint, state_dict_for_save
 from .config import RunConfig, save_config
 from .corpus import read_meta
 from .data import TrainBatches, step_shape, validation_batches
-from .matmul import fp32_matmul_via_onednn
 from .errors import GPTBertError
 from .model import GPTBERT, attention_mask
 from .objectives import IGNORE, causal_rows, hybrid_loss, mask_rate
 from .optim import EMA, Lamb, lr_factor, param_groups
+from .precision import autocast, fp32_matmul_via_onednn
 from .tokenizer import check_vocab, load_tokenizer
 
 
@@ -50,12 +51,6 @@ class TrainResult:
 
 # ---------------------------------------------------------------------------
 # Helpers
-
-
-def autocast(device: torch.device, precision: str):
-    if precision == "bf16" and device.type in ("cpu", "cuda"):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def check_data(cfg: RunConfig) -> dict:
@@ -74,7 +69,7 @@ def check_data(cfg: RunConfig) -> dict:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, cfg: RunConfig, device: torch.device, rows: int | None = None) -> dict[str, float]:
+def validation_loss(model: torch.nn.Module, cfg: RunConfig, device: torch.device, rows: int | None = None) -> dict[str, float]:
     """Validation loss (nats/token) of both objectives on fixed rows of val.bin; MNTP at 15% masking."""
     was_training = model.training
     model.eval()
@@ -149,20 +144,50 @@ class MetricsWriter:
 
 
 # ---------------------------------------------------------------------------
-# The loop
+# The loop: setup, step, log, save
+
+
+@dataclass
+class _Run:
+    """Everything the loop works with, built once by `_setup`."""
+
+    cfg: RunConfig
+    d: dist_utils.Dist
+    out_dir: Path
+    model: GPTBERT
+    net: torch.nn.Module  # the model as wrapped for training (DDP, torch.compile)
+    optimizer: Lamb
+    ema: EMA | None
+    start_step: int
+    end_step: int
+    tokens_seen: int
+
+
+@dataclass
+class _Window:
+    """Loss sums of the steps since the last metrics line."""
+
+    ce_c: float = 0.0
+    n_c: int = 0
+    ce_m: float = 0.0
+    n_m: int = 0
+    tokens: int = 0
+    t0: float = field(default_factory=time.perf_counter)
 
 
 def train(cfg: RunConfig, resume: str | Path | None = None, max_steps_to_run: int | None = None) -> TrainResult:
     """Pretrain according to `cfg`. `max_steps_to_run` stops early (for tests; schedules still use max_steps)."""
-    # fp32 on the CPU: oneDNN's fp32 GEMM instead of MKL's where that stays exact (gptbert/matmul.py)
+    # fp32 on the CPU: oneDNN's fp32 GEMM instead of MKL's where that stays exact (gptbert/precision.py)
     with fp32_matmul_via_onednn(enabled=cfg.train.precision == "fp32" and cfg.train.onednn_fp32):
-        return _train(cfg, resume, max_steps_to_run)
+        run = _setup(cfg, resume, max_steps_to_run)
+        return _loop(run)
 
 
-def _train(cfg: RunConfig, resume: str | Path | None, max_steps_to_run: int | None) -> TrainResult:
+def _setup(cfg: RunConfig, resume: str | Path | None, max_steps_to_run: int | None) -> _Run:
+    """Process group, data check, model, optimizer, EMA, and the state of a resumed run."""
     t = cfg.train
     d = dist_utils.setup(t.device)
-    meta = check_data(cfg)
+    check_data(cfg)
     out_dir = Path(t.out_dir)
     if d.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -176,136 +201,147 @@ def _train(cfg: RunConfig, resume: str | Path | None, max_steps_to_run: int | No
 
     if resume is not None:
         ck = load_checkpoint(resume)
-        saved_model = ck["config"].get("model", {}) if isinstance(ck["config"], dict) else {}
-        if saved_model and saved_model != cfg.to_dict()["model"]:
-            raise GPTBertError(f"{ck['path']}: checkpoint was trained with a different model config")
-        load_model_weights(model, ck["model"], ck["path"] / "model.safetensors")
-        if ema is not None and ck["ema"] is not None:
-            ema.load_state_dict(ck["ema"], str(ck["path"] / "ema.safetensors"))
-        optimizer.load_state_dict(ck["state"]["optimizer"])
-        start_step, tokens_seen = int(ck["state"]["step"]), int(ck["state"]["tokens_seen"])
+        if ck.config.get("model") and ck.config["model"] != cfg.to_dict()["model"]:
+            raise GPTBertError(f"{ck.path}: checkpoint was trained with a different model config")
+        load_model_weights(model, ck.model, ck.path / "model.safetensors")
+        if ema is not None and ck.ema is not None:
+            ema.load_state_dict(ck.ema, str(ck.path / "ema.safetensors"))
+        optimizer.load_state_dict(ck.state["optimizer"])
+        start_step, tokens_seen = int(ck.state["step"]), int(ck.state["tokens_seen"])
 
     if d.is_main:
         save_config(cfg, out_dir / "config.yaml")
-
     net = dist_utils.wrap_model(model, d)
     if t.compile:
         net = torch.compile(net)
-    batches = TrainBatches(t.data, cfg, d.rank, d.world_size)
     end_step = t.max_steps if max_steps_to_run is None else min(t.max_steps, start_step + max_steps_to_run)
+    return _Run(cfg, d, out_dir, model, net, optimizer, ema, start_step, end_step, tokens_seen)
+
+
+def _loop(run: _Run) -> TrainResult:
+    cfg, t, d = run.cfg, run.cfg.train, run.d
+    batches = TrainBatches(t.data, cfg, d.rank, d.world_size)
     loader = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(batches, range(start_step, end_step)),
+        torch.utils.data.Subset(batches, range(run.start_step, run.end_step)),
         batch_size=None, shuffle=False, num_workers=t.num_workers,
         pin_memory=d.device.type == "cuda", prefetch_factor=4 if t.num_workers > 0 else None,
     )
-
-    metrics = MetricsWriter(out_dir, d.is_main, t.tensorboard)
-    val_metrics = MetricsWriter(out_dir, d.is_main, t.tensorboard, stem="validation")
+    metrics = MetricsWriter(run.out_dir, d.is_main, t.tensorboard)
+    val_metrics = MetricsWriter(run.out_dir, d.is_main, t.tensorboard, stem="validation")
     bar = None
     if d.is_main and t.progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=end_step, initial=start_step, desc="train", dynamic_ncols=True)
+        bar = tqdm(total=run.end_step, initial=run.start_step, desc="train", dynamic_ncols=True)
 
     history: list[dict] = []
-    window = dict(ce_c=0.0, n_c=0, ce_m=0.0, n_m=0, tokens=0, t0=time.perf_counter())
+    window = _Window()
     t_start = time.perf_counter()
-    last_ckpt: Path | None = None
-    done = start_step
-    net.train()
-    for step, micro_batches in zip(range(start_step, end_step), loader):
-        shape = step_shape(step, cfg, d.world_size)
-        lr = t.lr * lr_factor(step, t.max_steps, t.warmup, t.cooldown, t.min_lr_factor)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        torch.manual_seed((t.seed * 1_000_003 + step) * 1009 + d.rank)  # dropout stream of this step
-
-        # Global target counts per objective -> per-token weights (see module docstring).
-        n_c = sum(int(((mb.targets != IGNORE) & mb.is_causal[:, None]).sum()) for mb in micro_batches)
-        n_m = sum(int(((mb.targets != IGNORE) & ~mb.is_causal[:, None]).sum()) for mb in micro_batches)
-        over_budget = float(t.time_budget > 0 and (time.perf_counter() - t_start) > 60 * t.time_budget)
-        n_c, n_m, stop = dist_utils.all_reduce_sum([n_c, n_m, over_budget], d)
-        if stop > 0:
+    done = run.start_step
+    run.net.train()
+    for step, micro_batches in zip(range(run.start_step, run.end_step), loader):
+        over_budget = t.time_budget > 0 and (time.perf_counter() - t_start) > 60 * t.time_budget
+        result = _step(run, step, micro_batches, over_budget, window)
+        if result is None:  # every rank agreed to stop (time budget)
             break
-        frac_causal = float(causal_rows(shape.rows, cfg.objective.causal_ratio, t.seed, step).mean())
-        w_c = frac_causal / max(n_c, 1) * d.world_size  # x world: DDP averages gradients over ranks
-        w_m = (1.0 - frac_causal) / max(n_m, 1) * d.world_size
-
-        for i, mb in enumerate(micro_batches):
-            mb = mb.to(d.device, non_blocking=True)
-            flat_targets = mb.targets.reshape(-1)
-            positions = (flat_targets != IGNORE).nonzero().squeeze(-1)
-            sync = i == len(micro_batches) - 1
-            ctx = net.no_sync() if (d.enabled and not sync and hasattr(net, "no_sync")) else contextlib.nullcontext()
-            with ctx:
-                with autocast(d.device, t.precision):
-                    logits = net(mb.input_ids, attention_mask(mb.segments, mb.is_causal), positions)
-                tok_causal = mb.is_causal[:, None].expand_as(mb.targets).reshape(-1)[positions]
-                loss, sums = hybrid_loss(logits, flat_targets[positions], tok_causal, w_c, w_m, cfg.objective.z_loss)
-                loss.backward()
-            window["ce_c"] += sums.ce_causal
-            window["n_c"] += sums.n_causal
-            window["ce_m"] += sums.ce_masked
-            window["n_m"] += sums.n_masked
-
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip if t.grad_clip > 0 else float("inf"))
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if ema is not None:
-            ema.update(model)
-        tokens_seen += shape.tokens
-        window["tokens"] += shape.tokens
+        lr, grad_norm, shape = result
         done = step + 1
-
-        if done % t.log_every == 0 or done == end_step:
-            ce_c, n_cw, ce_m, n_mw = dist_utils.all_reduce_sum(
-                [window["ce_c"], window["n_c"], window["ce_m"], window["n_m"]], d)
-            dt = time.perf_counter() - window["t0"]
-            row = dict(
-                step=done, lr=lr, loss_masked=ce_m / n_mw if n_mw else float("nan"),
-                loss_causal=ce_c / n_cw if n_cw else float("nan"), grad_norm=float(grad_norm),
-                mask_rate=mask_rate(step, t.max_steps, cfg.objective.mask_p_start, cfg.objective.mask_p_end),
-                seq_length=shape.seq_length, rows=shape.rows, tokens_seen=tokens_seen,
-                tokens_per_s=window["tokens"] / dt, elapsed_s=time.perf_counter() - t_start,
-            )
+        if done % t.log_every == 0 or done == run.end_step:
+            row = _log_row(run, step, lr, grad_norm, shape, window, t_start)
             history.append(row)
             metrics.write(row)
             if bar is not None:
                 bar.set_postfix(mlm=f"{row['loss_masked']:.3f}", clm=f"{row['loss_causal']:.3f}",
                                 tok_s=f"{row['tokens_per_s']:.0f}", refresh=False)
-            window = dict(ce_c=0.0, n_c=0, ce_m=0.0, n_m=0, tokens=0, t0=time.perf_counter())
+            window = _Window()
         if bar is not None:
             bar.update(1)
-
-        if t.eval_every and done % t.eval_every == 0 and done != end_step:
-            val = evaluate(model, cfg, d.device)
-            val_metrics.write(dict(step=done, **val))
-        if t.save_every and done % t.save_every == 0 and done != end_step:
-            last_ckpt = _save(model, ema, optimizer, cfg, done, tokens_seen, d)
+        if t.eval_every and done % t.eval_every == 0 and done != run.end_step:
+            val_metrics.write(dict(step=done, **validation_loss(run.model, cfg, d.device)))
+        if t.save_every and done % t.save_every == 0 and done != run.end_step:
+            _save(run, done)
 
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - t_start
-    final_step = done
-    last_ckpt = _save(model, ema, optimizer, cfg, final_step, tokens_seen, d)
-    val = evaluate(model, cfg, d.device)
-    val_metrics.write(dict(step=final_step, **val))
+    last_ckpt = _save(run, done)
+    val = validation_loss(run.model, cfg, d.device)
+    val_metrics.write(dict(step=done, **val))
     metrics.close()
     val_metrics.close()
     dist_utils.teardown()
-    return TrainResult(final_step, tokens_seen, seconds, last_ckpt, val, history)
+    return TrainResult(done, run.tokens_seen, seconds, last_ckpt, val, history)
 
 
-def _save(model, ema, optimizer, cfg: RunConfig, step: int, tokens_seen: int, d) -> Path | None:
+def _step(run: _Run, step: int, micro_batches: list, over_budget: bool, window: _Window):
+    """One optimizer step over this rank's micro-batches; (lr, grad norm, shape), or None to stop."""
+    cfg, t, d = run.cfg, run.cfg.train, run.d
+    shape = step_shape(step, cfg, d.world_size)
+    lr = t.lr * lr_factor(step, t.max_steps, t.warmup, t.cooldown, t.min_lr_factor)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    torch.manual_seed((t.seed * 1_000_003 + step) * 1009 + d.rank)  # dropout stream of this step
+
+    # Global target counts per objective -> per-token weights (see module docstring).
+    n_c = sum(int(((mb.targets != IGNORE) & mb.is_causal[:, None]).sum()) for mb in micro_batches)
+    n_m = sum(int(((mb.targets != IGNORE) & ~mb.is_causal[:, None]).sum()) for mb in micro_batches)
+    n_c, n_m, stop = dist_utils.all_reduce_sum([n_c, n_m, float(over_budget)], d)
+    if stop > 0:
+        return None
+    frac_causal = float(causal_rows(shape.rows, cfg.objective.causal_ratio, t.seed, step).mean())
+    w_c = frac_causal / max(n_c, 1) * d.world_size  # x world: DDP averages gradients over ranks
+    w_m = (1.0 - frac_causal) / max(n_m, 1) * d.world_size
+
+    for i, mb in enumerate(micro_batches):
+        mb = mb.to(d.device, non_blocking=True)
+        flat_targets = mb.targets.reshape(-1)
+        positions = (flat_targets != IGNORE).nonzero().squeeze(-1)
+        sync = i == len(micro_batches) - 1
+        no_sync = d.enabled and not sync and hasattr(run.net, "no_sync")
+        with run.net.no_sync() if no_sync else contextlib.nullcontext():
+            with autocast(d.device, t.precision):
+                logits = run.net(mb.input_ids, attention_mask(mb.segments, mb.is_causal), positions)
+            tok_causal = mb.is_causal[:, None].expand_as(mb.targets).reshape(-1)[positions]
+            loss, sums = hybrid_loss(logits, flat_targets[positions], tok_causal, w_c, w_m, cfg.objective.z_loss)
+            loss.backward()
+        window.ce_c += sums.ce_causal
+        window.n_c += sums.n_causal
+        window.ce_m += sums.ce_masked
+        window.n_m += sums.n_masked
+
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), t.grad_clip if t.grad_clip > 0 else float("inf"))
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    if run.ema is not None:
+        run.ema.update(run.model)
+    run.tokens_seen += shape.tokens
+    window.tokens += shape.tokens
+    return lr, grad_norm, shape
+
+
+def _log_row(run: _Run, step: int, lr: float, grad_norm, shape, window: _Window, t_start: float) -> dict:
+    """The metrics line of the window that ends at `step` (losses summed over all ranks)."""
+    cfg, d = run.cfg, run.d
+    ce_c, n_c, ce_m, n_m = dist_utils.all_reduce_sum([window.ce_c, window.n_c, window.ce_m, window.n_m], d)
+    dt = time.perf_counter() - window.t0
+    return dict(
+        step=step + 1, lr=lr, loss_masked=ce_m / n_m if n_m else float("nan"),
+        loss_causal=ce_c / n_c if n_c else float("nan"), grad_norm=float(grad_norm),
+        mask_rate=mask_rate(step, cfg.train.max_steps, cfg.objective.mask_p_start, cfg.objective.mask_p_end),
+        seq_length=shape.seq_length, rows=shape.rows, tokens_seen=run.tokens_seen,
+        tokens_per_s=window.tokens / dt, elapsed_s=time.perf_counter() - t_start,
+    )
+
+
+def _save(run: _Run, step: int) -> Path | None:
+    """Checkpoint on the main process; every rank waits for it."""
     path = None
-    if d.is_main:
+    if run.d.is_main:
         path = save_checkpoint(
-            Path(cfg.train.out_dir), step, state_dict_for_save(model),
-            ema.state_dict() if ema is not None else None,
-            {"optimizer": optimizer.state_dict(), "step": step, "tokens_seen": tokens_seen},
-            cfg.to_dict(), tokens_seen, keep_last=cfg.train.keep_last,
+            run.out_dir, step=step, tokens_seen=run.tokens_seen, model_state=state_dict_for_save(run.model),
+            ema_state=run.ema.state_dict() if run.ema is not None else None,
+            train_state={"optimizer": run.optimizer.state_dict()},
+            config=run.cfg.to_dict(), keep_last=run.cfg.train.keep_last,
         )
-    dist_utils.barrier(d)
+    dist_utils.barrier(run.d)
     return path
 
 

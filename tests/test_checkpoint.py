@@ -58,11 +58,11 @@ def save(run_dir, step: int, model: nn.Module, opt=None, ema=None, **kw):
     train_state = {"optimizer": opt.state_dict() if opt else {}, "extra": {"epoch": 3}}
     return save_checkpoint(
         run_dir,
-        step,
-        model.state_dict(),
-        ema.state_dict() if ema else None,
-        train_state,
-        CONFIG,
+        step=step,
+        model_state=model.state_dict(),
+        ema_state=ema.state_dict() if ema else None,
+        train_state=train_state,
+        config=CONFIG,
         tokens_seen=step * 100,
         **kw,
     )
@@ -72,8 +72,8 @@ def test_round_trip(tmp_path):
     model, opt, ema = trained_setup()
     rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     path = save_checkpoint(
-        tmp_path, 42, model.state_dict(), ema.state_dict(), {"optimizer": opt.state_dict(), "rng": rng},
-        CONFIG, tokens_seen=4200,
+        tmp_path, step=42, model_state=model.state_dict(), ema_state=ema.state_dict(),
+        train_state={"optimizer": opt.state_dict(), "rng": rng}, config=CONFIG, tokens_seen=4200,
     )
     assert path == tmp_path / "checkpoints" / "step_0000042"
     assert sorted(os.listdir(path)) == sorted(
@@ -81,27 +81,27 @@ def test_round_trip(tmp_path):
     )
 
     loaded = load_checkpoint(tmp_path)
-    assert loaded["path"] == path
+    assert loaded.path == path
     for name, t in model.state_dict().items():
         if name != "head.weight":  # tied alias, stored once
-            assert torch.equal(loaded["model"][name], t), name
+            assert torch.equal(loaded.model[name], t), name
     for name, t in ema.state_dict().items():
-        assert torch.equal(loaded["ema"][name], t), name
-    assert loaded["meta"]["step"] == 42 and loaded["meta"]["tokens_seen"] == 4200
-    assert set(loaded["meta"]["files"]) == {"model.safetensors", "ema.safetensors", "state.pt", "config.yaml"}
-    assert loaded["config"] == {"model": {"vocab_size": 11, "hidden": 4}, "train": {"lr": 0.01, "betas": [0.9, 0.98]}}
-    state = loaded["state"]
+        assert torch.equal(loaded.ema[name], t), name
+    assert loaded.meta["step"] == 42 and loaded.meta["tokens_seen"] == 4200
+    assert set(loaded.meta["files"]) == {"model.safetensors", "ema.safetensors", "state.pt", "config.yaml"}
+    assert loaded.config == {"model": {"vocab_size": 11, "hidden": 4}, "train": {"lr": 0.01, "betas": [0.9, 0.98]}}
+    state = loaded.state
     assert state["step"] == 42 and state["tokens_seen"] == 4200
     assert torch.equal(state["rng"]["torch"], rng["torch"])
     assert state["rng"]["python"] == rng["python"]
 
     # Resuming: model + optimizer + EMA restored give the same next step.
     model2 = TiedLM(tie=True)
-    load_model_weights(model2, loaded["model"], path / "model.safetensors")
+    load_model_weights(model2, loaded.model, path / "model.safetensors")
     opt2 = Lamb(param_groups(model2, 0.1), lr=0.01)
     opt2.load_state_dict(state["optimizer"])
     ema2 = EMA(model2, decay=0.9)
-    ema2.load_state_dict(loaded["ema"])
+    ema2.load_state_dict(loaded.ema)
     for m, o, e in ((model, opt, ema), (model2, opt2, ema2)):
         m(torch.tensor([[4, 5]])).sum().backward()
         o.step()
@@ -119,13 +119,13 @@ def test_tied_weights_saved_once_and_restored_tied(tmp_path):
         assert sorted(f.keys()) == ["emb.weight", "norm.bias", "norm.weight", "scale"]
 
     fresh = TiedLM()
-    load_model_weights(fresh, load_checkpoint(path)["model"], path / "model.safetensors")
+    load_model_weights(fresh, load_checkpoint(path).model, path / "model.safetensors")
     assert fresh.head.weight is fresh.emb.weight
     assert torch.equal(fresh.head.weight, model.emb.weight)
 
     # An untied model really needs head.weight: the alias rule must not hide it.
     with pytest.raises(GPTBertError, match=r"model\.safetensors: missing key 'head\.weight'"):
-        load_model_weights(TiedLM(tie=False), load_checkpoint(path)["model"], path / "model.safetensors")
+        load_model_weights(TiedLM(tie=False), load_checkpoint(path).model, path / "model.safetensors")
 
 
 def test_shared_storage_views_and_wrapper_prefixes():
@@ -141,7 +141,7 @@ def test_shared_storage_views_and_wrapper_prefixes():
 def test_shape_mismatch_names_file_and_key(tmp_path):
     model, _, _ = trained_setup()
     path = save(tmp_path, 1, model)
-    weights = load_checkpoint(path)["model"]
+    weights = load_checkpoint(path).model
     with pytest.raises(GPTBertError) as err:
         load_model_weights(TiedLM(vocab=13), weights, path / "model.safetensors")
     msg = str(err.value)
@@ -158,7 +158,7 @@ def test_latest_pointer_and_resolve(tmp_path):
     assert resolve_checkpoint(tmp_path) == p20
     assert resolve_checkpoint(root) == p20
     assert resolve_checkpoint(root / "step_0000010") == root / "step_0000010"
-    assert load_checkpoint(root / "step_0000010")["meta"]["step"] == 10
+    assert load_checkpoint(root / "step_0000010").meta["step"] == 10
     assert not [p for p in os.listdir(root) if ".tmp-" in p]
 
 
@@ -181,7 +181,7 @@ def test_resave_same_step_replaces_it(tmp_path):
     with torch.no_grad():
         model.norm.weight.fill_(3.0)
     save(tmp_path, 7, model)
-    assert torch.all(load_checkpoint(tmp_path)["model"]["norm.weight"] == 3.0)
+    assert torch.all(load_checkpoint(tmp_path).model["norm.weight"] == 3.0)
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["latest", "step_0000007"]
 
 
@@ -239,7 +239,7 @@ def test_missing_things(tmp_path):
 def test_crash_during_save_keeps_previous_checkpoint(tmp_path, monkeypatch, target, fail_on_call):
     model, opt, ema = trained_setup()
     good = save(tmp_path, 10, model, opt, ema)
-    good_weights = load_checkpoint(good)["model"]
+    good_weights = load_checkpoint(good).model
 
     real = getattr(ckpt, target)
     calls = {"n": 0}
@@ -260,8 +260,8 @@ def test_crash_during_save_keeps_previous_checkpoint(tmp_path, monkeypatch, targ
     root = tmp_path / "checkpoints"
     assert (root / "latest").read_text().strip() == "step_0000010"
     loaded = load_checkpoint(tmp_path)
-    assert loaded["path"] == good
-    assert all(torch.equal(loaded["model"][k], v) for k, v in good_weights.items())
+    assert loaded.path == good
+    assert all(torch.equal(loaded.model[k], v) for k, v in good_weights.items())
     assert not [p for p in os.listdir(root) if ".tmp-" in p]
     if target != "_atomic_write_text":
         assert not (root / "step_0000020").exists()

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import gptbert.corpus as corpus
+import gptbert.io
 from gptbert.corpus import (
     corpus_stats_line,
     find_corpus_files,
@@ -360,14 +361,14 @@ def test_failed_swap_restores_previous_output(
     out = tmp_path / "out"
     prepare_corpus(data, tok_path, out)
     before = snapshot(out)
-    real_rename = corpus.os.rename
+    real_rename = gptbert.io.os.replace
 
     def rename(src, dst):  # moving the old output aside works, moving the new one in fails
         if Path(src).name.startswith(".out.tmp-"):
             raise OSError("rename failed (simulated)")
         real_rename(src, dst)
 
-    monkeypatch.setattr(corpus.os, "rename", rename)
+    monkeypatch.setattr(gptbert.io.os, "replace", rename)
     with pytest.raises(OSError, match="simulated"):
         prepare_corpus(data, tok_path, out, seed=5)
     assert snapshot(out) == before

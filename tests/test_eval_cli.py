@@ -13,8 +13,8 @@ import torch
 from gptbert.checkpoint import save_checkpoint
 from gptbert.config import ModelConfig
 from gptbert.errors import GPTBertError
-from gptbert.eval.cli import add_eval_parser, add_finetune_parser
-from gptbert.eval.loading import load_for_eval
+from gptbert.cli.evaluate import add_parsers
+from gptbert.pretrained import load
 from gptbert.model import GPTBERT
 from gptbert.tokenizer import save_tokenizer, train_tokenizer
 
@@ -38,7 +38,7 @@ def _make_run(root: Path, tokenizer_in_config: bool = True, tokenizer_file: bool
     run = root / "run"
     config = {"model": model_cfg, "objective": {},
               "train": {"tokenizer": str(tok_path) if tokenizer_in_config else "", "data": str(root / "nodata")}}
-    save_checkpoint(run, 5, model.state_dict(), ema, {}, config, 100)
+    save_checkpoint(run, step=5, tokens_seen=100, model_state=model.state_dict(), ema_state=ema, config=config)
     return run
 
 
@@ -54,9 +54,7 @@ def _tasks(root: Path) -> Path:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gptbert")
-    sub = p.add_subparsers(dest="command", required=True)
-    add_eval_parser(sub)
-    add_finetune_parser(sub)
+    add_parsers(p.add_subparsers(dest="command", required=True))
     return p
 
 
@@ -76,8 +74,9 @@ def test_eval_command_end_to_end(tmp_path, capsys):
 
 def test_ema_by_default_raw_on_request(tmp_path):
     run = _make_run(tmp_path)
-    m_ema, _ = load_for_eval(run)
-    m_raw, _, info = load_for_eval(run, ema=False, return_info=True)
+    m_ema = load(run).model
+    raw = load(run, weights="raw")
+    m_raw, info = raw.model, raw.info()
     assert info["weights"] == "raw" and not m_ema.training
     w = "embedding.word_embedding.weight"
     assert torch.allclose(m_ema.state_dict()[w], m_raw.state_dict()[w] + 0.01)
@@ -88,21 +87,21 @@ def test_tokenizer_found_next_to_the_run(tmp_path):
     rng = random.Random(1)
     save_tokenizer(train_tokenizer([" ".join(rng.choice(["a", "b", "c"]) for _ in range(5)) for _ in range(50)], 280),
                    run / "tokenizer.json")
-    _, tok, info = load_for_eval(run, return_info=True)
+    info = load(run).info()
     assert info["tokenizer"] == str(run / "tokenizer.json")
 
 
 def test_missing_tokenizer_is_a_one_line_error_naming_the_checkpoint(tmp_path):
     run = _make_run(tmp_path, tokenizer_file=False)
     with pytest.raises(GPTBertError) as e:
-        load_for_eval(run)
+        load(run)
     msg = str(e.value)
     assert "step_0000005" in msg and "tokenizer not found" in msg and "--tokenizer" in msg and "\n" not in msg
     args = _parser().parse_args(["eval", str(run), "--out", str(tmp_path / "o")])
     with pytest.raises(GPTBertError, match="tokenizer not found"):
         args.fn(args)
     with pytest.raises(GPTBertError, match="does not exist"):
-        load_for_eval(run, tokenizer=tmp_path / "nope.json")
+        load(run, tokenizer=tmp_path / "nope.json")
 
 
 def test_finetune_command_end_to_end(tmp_path, capsys):

@@ -206,9 +206,10 @@ def test_ewok_zip_read_in_memory_and_wrong_password(tmp_path, monkeypatch):
                     reason="set GPTBERT_EVAL_CHECKPOINT to a trained run (minutes of CPU per mode)")
 @pytest.mark.parametrize("mode", ["causal", "mntp"])
 def test_bf16_and_fp32_agree_on_blimp_fast_for_a_trained_checkpoint(mode):
-    from gptbert.eval.loading import load_for_eval
+    from gptbert.pretrained import load
 
-    model, tok = load_for_eval(os.environ["GPTBERT_EVAL_CHECKPOINT"])
+    pre = load(os.environ["GPTBERT_EVAL_CHECKPOINT"])
+    model, tok = pre.model, pre.tokenizer
     task = load_task("blimp_fast", EVAL_DATA)
     a = evaluate_task(SentenceScorer(model, tok, precision="fp32", temperatures=(1.0,)), task, mode)
     b = evaluate_task(SentenceScorer(model, tok, precision="bf16", temperatures=(1.0,)), task, mode)

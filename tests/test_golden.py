@@ -24,7 +24,7 @@ GOLDEN = Path(__file__).parent / "assets" / "golden_tiny_cpu_20_steps.json"
 
 
 def _cpu_kind() -> str:
-    from gptbert.matmul import cpu_has_amx
+    from gptbert.precision import cpu_has_amx
 
     return "amx" if cpu_has_amx() else "no-amx"
 

@@ -28,32 +28,19 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 from gptbert.checkpoint import save_checkpoint, state_dict_for_save  # noqa: E402
 from gptbert.config import ModelConfig, RunConfig  # noqa: E402
 from gptbert.errors import GPTBertError  # noqa: E402
-from gptbert.export import SUPPRESSED_IDS, export_hf, export_sequence_classifier, generate_ids, load_model  # noqa: E402
+from gptbert.convert.export_hf import export_hf, export_sequence_classifier  # noqa: E402
+from gptbert.generate import SUPPRESSED_IDS, generate_ids  # noqa: E402
 from gptbert.model import GPTBERT, attention_mask  # noqa: E402
 from gptbert.tokenizer import BOS_ID, MASK_ID, PAD_ID, load_tokenizer, train_tokenizer  # noqa: E402
+from helpers import SENTENCES, load_model  # noqa: E402
 
 hf_logging.disable_progress_bar()
 hf_logging.set_verbosity_error()
 
-SENTENCES = [
-    "The cat sat on the warm mat.",
-    "A small dog barked at the cat!",
-    "Where is the dog going?\nHome, I think.",
-    "My sister painted the old fence green yesterday.",
-    "Two birds sang near the river after lunch.",
-    "We carried some bread to the teacher.",
-]
 TOL = 1e-5
 
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models: intra-op threads only add synchronisation on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def tiny_run(root: Path, seed: int = 0) -> Path:
     """A run folder with one checkpoint (step 7, raw + different EMA weights) and its tokenizer."""
@@ -70,7 +57,7 @@ def tiny_run(root: Path, seed: int = 0) -> Path:
     rc = RunConfig(model=mc)
     rc.train.tokenizer = str(root / "tokenizer.json")
     rc.train.out_dir = str(root / "run")
-    save_checkpoint(root / "run", 7, raw, ema, {}, rc.to_dict(), 12345)
+    save_checkpoint(root / "run", step=7, tokens_seen=12345, model_state=raw, ema_state=ema, config=rc.to_dict())
     return root / "run"
 
 
@@ -121,7 +108,7 @@ def test_export_folder_contents(exported):
     w = load_file(str(d / "model.safetensors"))
     ck = load_checkpoint(exported["run"])
     key = "embedding.word_embedding.weight"
-    assert torch.equal(w[key], ck["ema"][key]) and not torch.equal(w[key], ck["model"][key])
+    assert torch.equal(w[key], ck.ema[key]) and not torch.equal(w[key], ck.model[key])
     assert all(t.dtype == torch.float32 for t in w.values())
     assert "classifier.nonlinearity.5.weight" not in w
 
@@ -148,7 +135,7 @@ def test_export_raw_and_refuses_non_empty(exported, tmp_path):
     from gptbert.checkpoint import load_checkpoint
 
     key = "transformer.attention_layers.0.in_proj_qk.weight"
-    assert torch.equal(load_file(str(out / "model.safetensors"))[key], load_checkpoint(exported["run"])["model"][key])
+    assert torch.equal(load_file(str(out / "model.safetensors"))[key], load_checkpoint(exported["run"]).model[key])
     assert json.loads((out / "config.json").read_text())["mlm_logits_layout"] == "mntp"
     with pytest.raises(GPTBertError, match="not empty"):
         export_hf(exported["run"], out)
@@ -445,7 +432,7 @@ def test_lm_eval_adapter_local_task(exported, tmp_path):
     from lm_eval.api.instance import Instance
     from lm_eval.tasks import TaskManager
 
-    from gptbert.hf.lm_eval_adapter import GPTBertLM
+    from gptbert.eval.lm_eval_adapter import GPTBertLM
 
     d, ours, tok = exported["dir"], exported["ours"], exported["tok"]
     pairs = _blimp_pairs(n_files=3, per_file=1)

@@ -3,7 +3,6 @@ except for the test that imports one of our exports."""
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -13,36 +12,17 @@ import torch
 from gptbert.checkpoint import load_checkpoint, save_checkpoint, state_dict_for_save
 from gptbert.config import ModelConfig, RunConfig
 from gptbert.errors import GPTBertError
-from gptbert.export import (
-    add_hf_parsers,
-    apply_repetition_penalty,
-    generate_ids,
-    generate_text,
-    import_hf,
-    load_model,
-    write_official_layout,
-)
+from gptbert.cli import build_parser
+from gptbert.convert.import_hf import import_hf
+from gptbert.pretrained import load
+from gptbert.generate import apply_repetition_penalty, generate_ids, generate_text
 from gptbert.model import GPTBERT, attention_mask
 from gptbert.tokenizer import BOS_ID, train_tokenizer
-
-SENTENCES = [
-    "The cat sat on the warm mat.",
-    "A small dog barked at the cat!",
-    "Where is the dog going?\nHome, I think.",
-    "My sister painted the old fence green yesterday.",
-    "Two birds sang near the river after lunch.",
-    "We carried some bread to the teacher.",
-]
+from helpers import SENTENCES, load_model, write_official_layout
 
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models: intra-op threads only add synchronisation on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
@@ -62,7 +42,7 @@ def run(tmp_path_factory):
     ema = {k: v + 0.01 * torch.randn_like(v) for k, v in raw.items()}
     rc = RunConfig(model=mc)
     rc.train.tokenizer = str(root / "tokenizer.json")
-    save_checkpoint(root / "run", 3, raw, ema, {}, rc.to_dict(), 999)
+    save_checkpoint(root / "run", step=3, tokens_seen=999, model_state=raw, ema_state=ema, config=rc.to_dict())
     return {"root": root, "run": root / "run", "tok": root / "tokenizer.json", "mc": mc}
 
 
@@ -114,8 +94,8 @@ def test_official_layout_roundtrip_identical_logits(run, tmp_path):
     ckpt_dir = import_hf(official, tmp_path / "imported")
     assert ckpt_dir.name == "step_0000000"
     back, ck, which = load_model(tmp_path / "imported")
-    assert which == "raw" and ck["ema"] is None
-    assert Path(ck["config"]["train"]["tokenizer"]).is_file()
+    assert which == "raw" and ck.ema is None
+    assert Path(ck.config["train"]["tokenizer"]).is_file()
     for causal in (True, False):
         assert torch.equal(_logits(back, IDS, causal), _logits(ours, IDS, causal))
 
@@ -186,7 +166,7 @@ def test_import_errors(run, tmp_path):
 
 def test_import_our_own_export(run, tmp_path):
     pytest.importorskip("transformers", minversion="5.0")
-    from gptbert.export import export_hf
+    from gptbert.convert.export_hf import export_hf
 
     out = export_hf(run["run"], tmp_path / "export")
     import_hf(out, tmp_path / "back")
@@ -201,9 +181,7 @@ def test_import_our_own_export(run, tmp_path):
 
 
 def _cli(argv):
-    p = argparse.ArgumentParser(prog="gptbert")
-    add_hf_parsers(p.add_subparsers(dest="command", required=True))
-    return p.parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
 def test_generate_greedy_sampling_and_penalty(run):
@@ -238,7 +216,8 @@ def test_generate_cli(run, capsys):
     args.fn(args)
     out = capsys.readouterr().out
     assert out.startswith("The cat") and out.endswith("\n")
-    assert out == "The cat" + generate_text(run["run"], "The cat", max_new_tokens=8) + "\n"
+    pre = load(run["run"])
+    assert out == "The cat" + generate_text(pre.model, pre.tokenizer, "The cat", max_new_tokens=8) + "\n"
 
     args = _cli(["generate", str(run["run"]), "The cat", "--sample", "--temperature", "0.7", "--top-k", "20",
                  "--seed", "4", "--raw", "--no-stop"])
@@ -263,7 +242,7 @@ def test_import_and_export_cli_parsers(run, tmp_path, capsys):
     args = _cli(["import-hf", str(d), str(tmp_path / "run2")])
     args.fn(args)
     assert "step_0000000" in capsys.readouterr().out
-    assert load_checkpoint(tmp_path / "run2")["meta"]["step"] == 0
+    assert load_checkpoint(tmp_path / "run2").meta["step"] == 0
     # generate works on the imported run
     args = _cli(["generate", str(tmp_path / "run2"), "Two birds", "--max-new-tokens", "3"])
     args.fn(args)

@@ -216,14 +216,14 @@ def test_cpu_dropout_rate_and_scaling():
 def test_cpu_dropout_is_unbiased_in_bf16():
     """Kept bf16 activations are scaled by 1/(1-p) with one rounding: no systematic shrink (a bf16
     scale factor would round 1/0.9 to 1.109, -0.16% on every kept value)."""
-    from gptbert.model import Dropout, _keep_mask
+    from gptbert.model import Dropout, dropout_keep_mask
 
     torch.manual_seed(0)
     x = (torch.rand(2000, 1000) + 1).bfloat16()
     torch.manual_seed(1)
     y = Dropout(0.1).train()(x)
     torch.manual_seed(1)
-    keep, rate = _keep_mask(x.shape, 0.1, x.device)
+    keep, rate = dropout_keep_mask(x.shape, 0.1, x.device)
     assert torch.equal(y == 0, ~keep)
     ratio = (y.double().sum() / (x.double() * keep).sum() * rate).item()
     assert abs(ratio - 1.0) < 2e-4, ratio

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from gptbert.config import ObjectiveConfig, RunConfig
+from gptbert.config import ObjectiveConfig
 from gptbert.objectives import (IGNORE, causal_row, causal_rows, hybrid_loss, mask_rate, mntp_row, row_rng,
                                 segment_ids, span_mask)
 from gptbert.tokenizer import BOS_ID, MASK_ID, N_SPECIAL

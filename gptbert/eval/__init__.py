@@ -6,10 +6,11 @@
   finetune       GLUE fine-tuning with the paper's classifier and Table 4 hyperparameters
   metrics        accuracy, F1, MCC (numpy) and the paper's GLUE average
   suite, report  `gptbert eval` orchestration, results.json, tables, predictions, PNG charts
-  cli            add_eval_parser / add_finetune_parser for the main CLI
+  lm_eval_adapter  the lm-evaluation-harness model `gpt-bert` for exported folders
+
+Models and tokenizers are loaded by `gptbert.pretrained.load`; the command line is in `gptbert.cli`.
 """
 
-from .loading import default_eval_dir, find_tokenizer, load_for_eval
 from .metrics import accuracy, f1_binary, glue_score, matthews_corrcoef
 from .scoring import MODES, SWEEP_TEMPERATURES, Scores, SentenceScorer, pair_correct
 
@@ -19,11 +20,8 @@ __all__ = [
     "Scores",
     "SentenceScorer",
     "accuracy",
-    "default_eval_dir",
     "f1_binary",
-    "find_tokenizer",
     "glue_score",
-    "load_for_eval",
     "matthews_corrcoef",
     "pair_correct",
 ]

@@ -44,8 +44,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from .. import paths
 from ..errors import GPTBertError
-from ..model import attention_mask
+from ..precision import autocast
+from ..model import PredictionHead, attention_mask
 from ..tokenizer import BOS_ID, PAD_ID
 from .metrics import METRICS, glue_score
 
@@ -158,18 +160,10 @@ class SequenceClassifier(nn.Module):
     def __init__(self, backbone: nn.Module, num_labels: int, dropout: float = 0.1):
         super().__init__()
         cfg = backbone.config
-        d, eps = cfg.hidden_size, cfg.layer_norm_eps
         self.backbone = backbone
-        self.head = nn.Sequential(
-            nn.LayerNorm(d, eps, elementwise_affine=False),
-            nn.Linear(d, d),
-            nn.GELU(),
-            nn.LayerNorm(d, eps, elementwise_affine=False),
-            nn.Dropout(dropout),
-            nn.Linear(d, num_labels),
-        )
-        std = math.sqrt(2.0 / (5.0 * d))
-        for lin in (self.head[1], self.head[5]):
+        self.head = PredictionHead(cfg.hidden_size, num_labels, dropout, cfg.layer_norm_eps)
+        std = math.sqrt(2.0 / (5.0 * cfg.hidden_size))
+        for lin in (self.head.nonlinearity[1], self.head.nonlinearity[5]):
             nn.init.trunc_normal_(lin.weight, std=std, a=-2 * std, b=2 * std)
             nn.init.zeros_(lin.bias)
 
@@ -210,12 +204,6 @@ def _collate(seqs: Sequence[list[int]], device) -> tuple[torch.Tensor, torch.Ten
     return ids.to(device), attention_mask(seg, False).to(device)
 
 
-def _autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return torch.autocast(device.type, enabled=False)
-
-
 @torch.no_grad()
 def predict(model: SequenceClassifier, seqs: Sequence[list[int]], batch_size: int, device, precision: str,
             max_tokens: int = 16384) -> np.ndarray:
@@ -230,7 +218,7 @@ def predict(model: SequenceClassifier, seqs: Sequence[list[int]], batch_size: in
             j += 1
         idx = order[i:j]
         ids, mask = _collate([seqs[k] for k in idx], device)
-        with _autocast(device, precision):
+        with autocast(device, precision):
             logits = model(ids, mask)
         preds[idx] = logits.float().argmax(-1).cpu().numpy()
         i = j
@@ -341,7 +329,7 @@ def finetune_task(backbone: nn.Module, tok, task: GlueTask, train: list[Example]
             ids, mask = _collate([train_seqs[i] for i in idx], device)
             for g in opt.param_groups:
                 g["lr"] = hp["lr"] * _lr_factor(step, total, warmup)
-            with _autocast(device, hp["precision"]):
+            with autocast(device, hp["precision"]):
                 logits = model(ids, mask)
             loss = F.cross_entropy(logits.float(), train_labels[idx].to(device))
             opt.zero_grad(set_to_none=True)
@@ -389,16 +377,6 @@ def finetune_task(backbone: nn.Module, tok, task: GlueTask, train: list[Example]
 # Several tasks
 
 
-def default_glue_dir() -> Path:
-    from .loading import default_eval_dir
-    return default_eval_dir() / "glue_filtered"
-
-
-def default_multirc_train() -> Path:
-    from .loading import default_eval_dir
-    return default_eval_dir() / "superglue_original" / "multirc.train.jsonl"
-
-
 def task_files(task: GlueTask, glue_dir: Path, multirc_train: Path | None) -> tuple[Path | None, dict[str, Path]]:
     """(training file, {eval set: valid file}); (None, {}) when there is no training file.
 
@@ -423,8 +401,9 @@ def task_files(task: GlueTask, glue_dir: Path, multirc_train: Path | None) -> tu
 def run_finetune(backbone: nn.Module, tok, tasks: Sequence[str], cfg: FinetuneConfig, *, glue_dir: Path | None = None,
                  multirc_train: Path | None = None, device="cpu", log=print) -> dict:
     """Fine-tune on each task that has a training file; unavailable ones are listed, not failed."""
-    glue_dir = Path(glue_dir) if glue_dir is not None else default_glue_dir()
-    if multirc_train is None and (d := default_multirc_train()).is_file():
+    glue_dir = paths.glue_dir(glue_dir)
+    # The SuperGLUE MultiRC training file sits next to glue_filtered/ in the BabyLM eval folder.
+    if multirc_train is None and (d := glue_dir.parent / "superglue_original" / "multirc.train.jsonl").is_file():
         multirc_train = d
     if not glue_dir.is_dir():
         raise GPTBertError(f"{glue_dir}: GLUE data folder does not exist (pass --glue-dir)")

@@ -16,7 +16,7 @@ from contextlib import nullcontext
 import torch
 from torch import Tensor, nn
 
-from ..matmul import fp32_matmul_via_onednn
+from ..precision import autocast, fp32_matmul_via_onednn
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -35,14 +35,9 @@ class EvalModel:
         self.precision = precision
         self.device = next(model.parameters()).device
 
-    def _autocast(self):
-        if self.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return nullcontext()
-
     @torch.no_grad()
     def hidden(self, input_ids: Tensor, mask: Tensor | None, position_ids: Tensor | None = None) -> Tensor:
-        with self._autocast(), self._matmul():
+        with autocast(self.device, self.precision), self._matmul():
             if position_ids is None:
                 return self.model.encode(input_ids, mask).float()
             return self.model.encode(input_ids, mask, position_ids).float()
@@ -61,7 +56,7 @@ class EvalModel:
             return self.model.head(h)  # fp32 weights, fp32 input, fp32 logits
 
     def _matmul(self, head: bool = False):
-        """fp32 matmuls through oneDNN where that is exact (see `gptbert.matmul`); in bf16 mode
+        """fp32 matmuls through oneDNN where that is exact (see `gptbert.precision`); in bf16 mode
         also for the fp32 head on AMX CPUs, where oneDNN may round its inputs to bf16 (the
         logits and everything after them stay fp32)."""
         if self.device.type != "cpu":

@@ -33,7 +33,7 @@ import torch
 from ..errors import GPTBertError
 from ..tokenizer import BOS_ID, MASK_ID
 from .forward import EvalModel
-from .scoring import _Row, run_rows
+from .scoring import Row, run_rows
 
 LAMBADA_MODES = ("causal", "mntp", "prefix")
 
@@ -95,7 +95,7 @@ def evaluate_lambada(model, tokenizer, items: list[LambadaItem], mode: str, *, p
     if mode not in LAMBADA_MODES:
         raise ValueError(f"LAMBADA mode must be one of {LAMBADA_MODES}, got {mode!r}")
     em = model if isinstance(model, EvalModel) else EvalModel(model, precision)
-    rows: list[_Row] = []
+    rows: list[Row] = []
     golds: list[list[int]] = []
     for i, item in enumerate(items):
         ctx, ans, ending = _encode(tokenizer, item)
@@ -103,9 +103,9 @@ def evaluate_lambada(model, tokenizer, items: list[LambadaItem], mode: str, *, p
         c = len(ctx)
         positions = [c + j for j in range(len(ans))]
         if mode == "mntp":
-            rows.append(_Row(i, [BOS_ID, *ctx, *([MASK_ID] * len(ans)), *ending], positions, list(ans)))
+            rows.append(Row(i, [BOS_ID, *ctx, *([MASK_ID] * len(ans)), *ending], positions, list(ans)))
         else:
-            rows.append(_Row(i, [BOS_ID, *ctx, *ans], positions, list(ans),
+            rows.append(Row(i, [BOS_ID, *ctx, *ans], positions, list(ans),
                              prefix_len=1 + c if mode == "prefix" else 0))
     n = len(items)
     nll = torch.zeros(n, dtype=torch.float64)

@@ -35,13 +35,14 @@ import json
 import zipfile
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import GPTBertError
+from ..paths import eval_dir
 from .scoring import SentenceScorer, Scores, best_temperature, pair_correct
 
 DEFAULT_EWOK_PASSWORD = "ewok"
@@ -200,9 +201,7 @@ def load_task(spec: str | Path, data_dir: str | Path | None = None, *, password:
     key = spec_str.replace("-", "_")
     member = None
     if key in NAMED_TASKS and not Path(spec_str).exists():
-        if data_dir is None:
-            from .loading import default_eval_dir
-            data_dir = default_eval_dir()
+        data_dir = eval_dir(data_dir)
         rel, member = NAMED_TASKS[key]
         path = Path(data_dir) / rel
         name = name or key
@@ -369,8 +368,3 @@ def task_result_dict(res: PairResult, calibrated: float | None = None) -> dict:
         except KeyError:
             pass
     return out
-
-
-def iter_tasks(specs: Iterable[str], data_dir, password: str, limit: int | None) -> Iterable[Task]:
-    for s in specs:
-        yield load_task(s, data_dir, password=password, limit=limit)

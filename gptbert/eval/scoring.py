@@ -176,7 +176,7 @@ def token_statistics(logits: Tensor, targets: Tensor, temperatures: Sequence[flo
 
 
 @dataclass
-class _Row:
+class Row:
     item: int  # index into the unique items
     ids: list[int]  # <s> context target (with one <mask> in mntp copies)
     positions: list[int]  # where the scored tokens are predicted (row index of the token - 1)
@@ -186,31 +186,31 @@ class _Row:
 
 @dataclass
 class _Batch:
-    rows: list[_Row] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)
     length: int = 0
 
 
-def _rows_for(items: Sequence[tuple[tuple[int, ...], tuple[int, ...]]], mode: str) -> list[_Row]:
-    rows: list[_Row] = []
+def _rows_for(items: Sequence[tuple[tuple[int, ...], tuple[int, ...]]], mode: str) -> list[Row]:
+    rows: list[Row] = []
     for i, (ctx, tgt) in enumerate(items):
         if not tgt:
             continue
         base = [BOS_ID, *ctx, *tgt]
         c = len(ctx)
         if mode in ("causal", "prefix"):
-            rows.append(_Row(i, base, [c + j for j in range(len(tgt))], list(tgt),
+            rows.append(Row(i, base, [c + j for j in range(len(tgt))], list(tgt),
                              prefix_len=1 + c if mode == "prefix" else 0))
         elif mode == "mntp":
             for j, t in enumerate(tgt):
                 ids = list(base)
                 ids[1 + c + j] = MASK_ID
-                rows.append(_Row(i, ids, [c + j], [t]))
+                rows.append(Row(i, ids, [c + j], [t]))
         else:
             raise ValueError(f"unknown scoring mode {mode!r}")
     return rows
 
 
-def _batches(rows: list[_Row], max_tokens: int) -> list[_Batch]:
+def _batches(rows: list[Row], max_tokens: int) -> list[_Batch]:
     """Length-sorted batches of at most max_tokens padded tokens (or one row).
 
     Rows of one length go together; a length group too small to fill an
@@ -219,7 +219,7 @@ def _batches(rows: list[_Row], max_tokens: int) -> list[_Batch]:
     mntp mode no attention mask at all (an all-True mask would cost a
     masked_fill over every (B, H, T, T) score tensor).
     """
-    by_len: dict[int, list[_Row]] = {}
+    by_len: dict[int, list[Row]] = {}
     for row in rows:
         by_len.setdefault(len(row.ids), []).append(row)
     batches: list[_Batch] = []
@@ -480,7 +480,7 @@ class SentenceScorer:
         return Scores(self.temperatures, logprob.numpy(), gap.numpy(), n_tokens)
 
 
-def run_rows(eval_model: EvalModel, rows: list[_Row], mode: str, max_tokens: int, *, progress: bool = False,
+def run_rows(eval_model: EvalModel, rows: list[Row], mode: str, max_tokens: int, *, progress: bool = False,
              desc: str | None = None):
     """Forward length-sorted batches of rows; yields (owners, fp32 logits (N, V), targets) per batch.
 
@@ -497,10 +497,6 @@ def run_rows(eval_model: EvalModel, rows: list[_Row], mode: str, max_tokens: int
             logits = eval_model.logits(ids, mask, positions)
             yield owners, logits, targets
             bar.update(len(batch.rows) * batch.length)
-
-
-def format_temperature(t: float) -> str:
-    return "T->0" if t == 0 else f"T={t:g}"
 
 
 def best_temperature(curve: dict[float, float]) -> tuple[float, float]:

@@ -2,18 +2,46 @@
 
 from __future__ import annotations
 
+import difflib
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import GPTBertError
+from ..paths import eval_dir
 from . import report
 from .forward import EvalModel
 from .lambada import LAMBADA_MODES, evaluate_lambada, load_lambada
-from .minimal_pairs import DEFAULT_EWOK_PASSWORD, PairResult, evaluate_task, load_task, task_result_dict
+from .minimal_pairs import DEFAULT_EWOK_PASSWORD, NAMED_TASKS, PairResult, evaluate_task, load_task, task_result_dict
 from .scoring import MODES, SWEEP_TEMPERATURES, SentenceScorer
 
 LAMBADA_NAMES = ("lambada",)
+
+
+def check_modes(modes: Sequence[str]) -> None:
+    if not modes:
+        raise GPTBertError("--modes: no scoring mode given")
+    for m in modes:
+        if m not in MODES:
+            raise GPTBertError(f"--modes: unknown scoring mode '{m}'{did_you_mean(m, MODES)} "
+                               f"(choose from {', '.join(MODES)})")
+
+
+def check_task_names(tasks: Sequence[str], data_dir: str | Path | None = None) -> None:
+    """Every task is a known name or an existing path; checked before any model is loaded."""
+    if not tasks:
+        raise GPTBertError("--tasks: no task given")
+    names = [*NAMED_TASKS, *LAMBADA_NAMES]
+    for t in tasks:
+        if t.replace("-", "_") in names or Path(t).exists():
+            continue
+        raise GPTBertError(f"--tasks: unknown task '{t}'{did_you_mean(t, names)} "
+                           f"(named tasks: {', '.join(names)}; or a path to a folder/.jsonl/.zip)")
+
+
+def did_you_mean(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def run_suite(model, tokenizer, tasks: Sequence[str], modes: Sequence[str], out_dir: str | Path | None = None, *,
@@ -28,11 +56,8 @@ def run_suite(model, tokenizer, tasks: Sequence[str], modes: Sequence[str], out_
     with report.md, predictions_<mode>.json in the BabyLM 2024 submission format and one
     accuracy_<task>.png bar chart per task).
     """
-    for m in modes:
-        if m not in MODES:
-            raise GPTBertError(f"unknown scoring mode '{m}' (choose from {', '.join(MODES)})")
-    if not tasks:
-        raise GPTBertError("no tasks given")
+    check_modes(modes)
+    check_task_names(tasks, data_dir)
     temperatures = SWEEP_TEMPERATURES if sweep else (1.0,)
     if predict_temperature != 0 and not any(abs(t - predict_temperature) < 1e-9 for t in temperatures):
         raise GPTBertError(f"--temperature {predict_temperature:g} is not on the sweep (0, 0.05, 0.10, ..., 3.00)"
@@ -49,7 +74,7 @@ def run_suite(model, tokenizer, tasks: Sequence[str], modes: Sequence[str], out_
     timing: dict[str, dict[str, dict]] = {}
     for spec in tasks:
         if _is_lambada(spec):
-            path = Path(data_dir or _default_dir()) / "lambada" if str(spec) == "lambada" else Path(spec)
+            path = eval_dir(data_dir) / "lambada" if str(spec) == "lambada" else Path(spec)
             items = load_lambada(path, limit)
             for m in modes:
                 if m not in LAMBADA_MODES:
@@ -123,7 +148,3 @@ def _is_lambada(spec) -> bool:
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
-
-def _default_dir() -> Path:
-    from .loading import default_eval_dir
-    return default_eval_dir()

@@ -257,7 +257,7 @@ class GPTBertClassificationHead(nn.Module):
 # Masks
 
 
-def _keep_mask(attention_mask, batch: int, query_len: int, past: int, causal: bool, device) -> torch.Tensor:
+def _attention_allowed(attention_mask, batch: int, query_len: int, past: int, causal: bool, device) -> torch.Tensor:
     """Boolean (B, 1, Q, K) mask, True where query i (at position past+i) may attend to key j."""
     K = past + query_len
     if attention_mask is None:
@@ -341,7 +341,7 @@ class GPTBertPreTrainedModel(PreTrainedModel):
         B, Q = x.shape[:2]
         past = cache.get_seq_length(0) if cache is not None else 0
         cfg = self.config
-        keep = _keep_mask(attention_mask, B, Q, past, causal, x.device)
+        keep = _attention_allowed(attention_mask, B, Q, past, causal, x.device)
         index = relative_index(past, Q, cfg.position_bucket_size, cfg.max_position_embeddings, x.device)
         return self.transformer(x, keep, rel, index, cache, output_hidden_states)
 

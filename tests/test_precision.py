@@ -1,4 +1,4 @@
-"""fp32 matmuls through oneDNN (gptbert/matmul.py): same numbers as the default GEMM, setting restored."""
+"""fp32 matmuls through oneDNN (gptbert/precision.py): same numbers as the default GEMM, setting restored."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 
 from conftest import tiny_config
 from gptbert.config import ModelConfig
-from gptbert.matmul import fp32_matmul_via_onednn, onednn_fp32_is_exact
+from gptbert.precision import fp32_matmul_via_onednn, onednn_fp32_is_exact
 from gptbert.model import GPTBERT, attention_mask
 from gptbert.train import train
 

@@ -1,23 +1,25 @@
-"""Which library runs fp32 matrix multiplies on the CPU.
+"""Precision contexts: bf16 autocast, and which library runs fp32 matmuls on the CPU.
 
-PyTorch sends fp32 matmuls on the CPU to MKL's sgemm. On CPUs that are not
-Intel's, MKL takes a slow code path: on this project's AMD EPYC machine
-(AVX-512 with bf16, no AMX) it ran the small model's shapes at 160-215
-GFLOP/s, while oneDNN's own fp32 kernel (`brg_matmul:avx512_core`) ran them at
-270-440 GFLOP/s, and a whole fp32 training step went from 784 to 1,422
-tokens/s (`python bench/train_throughput.py`, README "Speed").
+`autocast(device, precision)` is the one place that decides what runs in bf16:
+training, validation, evaluation, fine-tuning and the budget calibration all
+call it. Under bf16 the weights stay fp32 (autocast casts matmul inputs), and
+the model keeps its residual stream and layer-weight sums in fp32 itself.
 
-PyTorch only routes fp32 matmuls to oneDNN when its "fpmath mode" lets them
-use bf16 (`torch.backends.mkldnn.matmul.fp32_precision = "bf16"`). oneDNN then
-picks a bf16 kernel only where it has one for fp32 inputs with implicit
-down-conversion, i.e. on AMX CPUs; elsewhere it runs true fp32 (the results
-agree with sgemm to ~1e-6 relative, only the summation order differs).
-So `fp32_matmul_via_onednn` switches it on only when the CPU has no AMX: fp32
-stays fp32. bf16 autocast runs do not need it (their matmuls are bf16 already).
+fp32 matmuls. PyTorch sends fp32 matmuls on the CPU to MKL's sgemm, which
+takes a slow code path on CPUs that are not Intel's; oneDNN's own fp32 kernel
+(`brg_matmul:avx512_core`) is much faster there (docs/performance.md has the
+measurements). PyTorch only routes fp32 matmuls to oneDNN when its "fpmath
+mode" lets them use bf16 (`torch.backends.mkldnn.matmul.fp32_precision =
+"bf16"`). oneDNN then picks a bf16 kernel only where it has one for fp32
+inputs with implicit down-conversion, i.e. on AMX CPUs; elsewhere it runs true
+fp32 (the results agree with sgemm to ~1e-6 relative, only the summation order
+differs). So `fp32_matmul_via_onednn` switches it on only when the CPU has no
+AMX: fp32 stays fp32. bf16 autocast runs do not need it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import torch
@@ -74,3 +76,11 @@ class fp32_matmul_via_onednn:
     def __exit__(self, *exc) -> bool:
         self.stop()
         return False
+
+
+def autocast(device: torch.device | str, precision: str):
+    """bf16 autocast for precision "bf16" on CPU and CUDA; a no-op context otherwise (fp32, fp64)."""
+    device = torch.device(device)
+    if precision == "bf16" and device.type in ("cpu", "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()

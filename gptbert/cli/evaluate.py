@@ -1,12 +1,6 @@
-"""`gptbert eval` and `gptbert finetune`: argparse entry points for the main CLI.
+"""`gptbert eval` (the zero-shot BabyLM suite) and `gptbert finetune` ((Super)GLUE).
 
-The main `gptbert.cli` registers these with
-
-    from gptbert.eval.cli import add_eval_parser, add_finetune_parser
-    add_eval_parser(sub); add_finetune_parser(sub)
-
-Each sets `fn=` on its sub-parser; `cli.main` calls `args.fn(args)` and turns a
-`GPTBertError` into a one-line `error: ...` with exit status 2.
+Names (tasks, modes) and numbers are checked before the model is loaded.
 """
 
 from __future__ import annotations
@@ -16,7 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+from .. import paths
+from ..distributed import pick_device
 from ..errors import GPTBertError
+from ..eval import report
+from ..eval.finetune import GLUE_TASKS, FinetuneConfig, run_finetune
+from ..eval.suite import check_modes, check_task_names, did_you_mean, run_suite
+from ..pretrained import load
 
 DEFAULT_TASKS = "blimp_fast,supplement_fast"
 DEFAULT_MODES = "causal,mntp,fused"
@@ -26,25 +26,18 @@ def _split(s: str) -> list[str]:
     return [x.strip() for x in s.split(",") if x.strip()]
 
 
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="run folder, its checkpoints/ folder, or a checkpoints/step_N folder")
+    p.add_argument("checkpoint", help="run folder, quickstart --out folder, checkpoints/ folder, a "
+                                      "checkpoints/step_N folder, or a Hugging Face GPT-BERT folder")
     p.add_argument("--tokenizer", help="tokenizer.json (default: the run's config train.tokenizer, else next to the run)")
     p.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights (default: EMA)")
     p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
                    help="bf16: transformer in bf16 (log-probs/logits and all sums stay fp32); fp32: everything fp32")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--device", default="auto", help="auto (cuda, else mps, else cpu), cpu, cuda, cuda:N, mps")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
 
-def add_eval_parser(subparsers) -> argparse.ArgumentParser:
+def _add_eval_parser(subparsers) -> argparse.ArgumentParser:
     s = subparsers.add_parser(
         "eval", help="zero-shot BabyLM suite: BLiMP, supplement, EWoK, LAMBADA in causal/mntp/fused/prefix modes",
         description="Score minimal pairs (and LAMBADA) with a checkpoint. Reports, per task and mode, the paper's "
@@ -60,7 +53,7 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     s.add_argument("--modes", default=DEFAULT_MODES,
                    help=f"comma-separated of causal, mntp, fused, prefix (default: {DEFAULT_MODES})")
     s.add_argument("--out", default="runs/eval", help="output folder (default: runs/eval)")
-    s.add_argument("--data-dir", help="folder holding the named tasks (default: ../shared/data/eval)")
+    s.add_argument("--data-dir", help=f"folder holding the named tasks (default: <data root>/eval, {paths.DEFAULTS_HELP})")
     s.add_argument("--no-sweep", dest="sweep", action="store_false",
                    help="score at T=1 only (faster: one log-sum-exp per token instead of the 60-point sweep)")
     s.add_argument("--temperature", type=float, default=1.0,
@@ -77,21 +70,21 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from . import report
-    from .loading import load_for_eval
-    from .suite import run_suite
-
     if args.limit is not None and args.limit < 1:
         raise GPTBertError("--limit must be >= 1")
     if args.max_tokens < 16:
         raise GPTBertError("--max-tokens must be >= 16")
     tasks, modes = _split(args.tasks), _split(args.modes)
-    device = _device(args.device)
+    check_modes(modes)
+    data_dir = paths.eval_dir(args.data_dir)
+    check_task_names(tasks, data_dir)
+    device = pick_device(args.device)
     t0 = time.perf_counter()
-    model, tok, info = load_for_eval(args.checkpoint, args.tokenizer, ema=not args.raw, device=device, return_info=True)
+    pre = load(args.checkpoint, weights="raw" if args.raw else "ema", tokenizer=args.tokenizer, device=device)
+    info = pre.info()
     print(f"eval: {info['checkpoint']} ({info['weights']} weights, step {info['step']}), {args.precision} on {device}",
           file=sys.stderr)
-    results = run_suite(model, tok, tasks, modes, args.out, data_dir=args.data_dir, precision=args.precision,
+    results = run_suite(pre.model, pre.tokenizer, tasks, modes, args.out, data_dir=data_dir, precision=args.precision,
                         sweep=args.sweep, predict_temperature=args.temperature, ewok_password=args.ewok_password,
                         ewok_predictions=args.ewok_predictions, limit=args.limit, max_tokens=args.max_tokens,
                         progress=args.progress, charts=args.charts, info=info,
@@ -107,9 +100,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     print(f"results: {Path(args.out) / 'results.json'} ({time.perf_counter() - t0:.0f}s)")
 
 
-def add_finetune_parser(subparsers) -> argparse.ArgumentParser:
-    from .finetune import GLUE_TASKS
-
+def _add_finetune_parser(subparsers) -> argparse.ArgumentParser:
     s = subparsers.add_parser(
         "finetune", help="fine-tune on (Super)GLUE tasks with the paper's classifier and Table 4 hyperparameters",
         description="Fine-tune a copy of the checkpoint per task (first-token classifier, bidirectional attention, "
@@ -118,9 +109,10 @@ def add_finetune_parser(subparsers) -> argparse.ArgumentParser:
     _common(s)
     s.add_argument("--tasks", default="all", help=f"comma-separated of {', '.join(GLUE_TASKS)}, or all (default)")
     s.add_argument("--out", default="runs/finetune", help="output folder (default: runs/finetune)")
-    s.add_argument("--glue-dir", help="folder of <task>.train.jsonl / <task>.valid.jsonl (default: ../shared/data/eval/glue_filtered)")
+    s.add_argument("--glue-dir", help="folder of <task>.train.jsonl / <task>.valid.jsonl "
+                                      f"(default: <data root>/eval/glue_filtered, {paths.DEFAULTS_HELP})")
     s.add_argument("--multirc-train", help="MultiRC training file, SuperGLUE or flat format "
-                                           "(default: ../shared/data/eval/superglue_original/multirc.train.jsonl)")
+                                           "(default: superglue_original/multirc.train.jsonl next to --glue-dir)")
     s.add_argument("--epochs", type=int, help="override Table 4 epochs")
     s.add_argument("--lr", type=float, help="override Table 4 learning rate")
     s.add_argument("--batch-size", type=int, help="override Table 4 batch size")
@@ -139,25 +131,27 @@ def add_finetune_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
-    from . import report
-    from .finetune import GLUE_TASKS, FinetuneConfig, run_finetune
-    from .loading import load_for_eval
-
     tasks = list(GLUE_TASKS) if args.tasks.strip() == "all" else _split(args.tasks)
+    for t in tasks:
+        if t not in GLUE_TASKS:
+            raise GPTBertError(f"--tasks: unknown task '{t}'{did_you_mean(t, list(GLUE_TASKS))} "
+                               f"(choose from {', '.join(GLUE_TASKS)}, or all)")
     for n in (args.max_train_examples, args.max_eval_examples):
         if n is not None and n < 1:
             raise GPTBertError("--max-train-examples / --max-eval-examples must be >= 1")
     if args.max_length < 8:
         raise GPTBertError("--max-length must be >= 8")
-    device = _device(args.device)
-    model, tok, info = load_for_eval(args.checkpoint, args.tokenizer, ema=not args.raw, device=device, return_info=True)
+    glue_dir = paths.glue_dir(args.glue_dir)
+    device = pick_device(args.device)
+    pre = load(args.checkpoint, weights="raw" if args.raw else "ema", tokenizer=args.tokenizer, device=device)
+    model, tok, info = pre.model, pre.tokenizer, pre.info()
     print(f"finetune: {info['checkpoint']} ({info['weights']} weights), {args.precision} on {device}", file=sys.stderr)
     cfg = FinetuneConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, warmup=args.warmup,
                          weight_decay=args.weight_decay, max_length=args.max_length, dropout=args.dropout,
                          grad_clip=args.grad_clip, precision=args.precision, seed=args.seed,
                          max_train_examples=args.max_train_examples, max_eval_examples=args.max_eval_examples,
                          track=args.track, progress=args.progress)
-    out = run_finetune(model, tok, tasks, cfg, glue_dir=Path(args.glue_dir) if args.glue_dir else None,
+    out = run_finetune(model, tok, tasks, cfg, glue_dir=glue_dir,
                        multirc_train=Path(args.multirc_train) if args.multirc_train else None, device=device,
                        log=lambda s: print(s, file=sys.stderr))
     out_dir = Path(args.out)
@@ -179,3 +173,8 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     rows.append([f"GLUE score ({g['n_available']}/{g['n_tasks']} tasks)", "mean", score])
     print(report.table(["task", "metric", "value"], rows))
     print(f"results: {out_dir / 'results.json'}")
+
+
+def add_parsers(sub) -> None:
+    _add_eval_parser(sub)
+    _add_finetune_parser(sub)

@@ -16,10 +16,10 @@ Modes (`mode=` in `--model_args`):
 lm-eval finds models registered by imported modules only, so the command line
 is:
 
-    python -m gptbert.hf.lm_eval_adapter --model gpt-bert \\
+    python -m gptbert.eval.lm_eval_adapter --model gpt-bert \\
         --model_args pretrained=OUT_DIR,mode=causal --tasks blimp
 
-and from Python: `import gptbert.hf.lm_eval_adapter` then
+and from Python: `import gptbert.eval.lm_eval_adapter` then
 `lm_eval.simple_evaluate(model="gpt-bert", model_args="pretrained=OUT_DIR", ...)`.
 """
 
