@@ -27,6 +27,7 @@ guards integrity, not authenticity: only resume from checkpoints you trust.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -48,8 +49,8 @@ from .distributed import clean_param_name, unwrap_model
 from .errors import GPTBertError, input_error
 from .io import atomic_write_text as _atomic_write_text
 from .io import fsync_dir as _fsync_dir
-from .io import fsync_file as _fsync_file
 from .io import sha256_file as _sha256
+from .io import write_synced
 from .io import write_synced as _write_text_synced
 
 MODEL_FILE = "model.safetensors"
@@ -162,13 +163,14 @@ def load_model_weights(model: nn.Module, state: Mapping[str, Tensor], source: st
 
 
 def _save_safetensors(tensors: dict[str, Tensor], path: Path) -> None:
-    safetensors.torch.save_file(tensors, str(path), metadata={"format": "pt"})
-    _fsync_file(path)
+    # Serialised in memory, written by Python: a full disk then raises an OSError with its errno.
+    write_synced(path, safetensors.torch.save(tensors, metadata={"format": "pt"}))
 
 
 def _save_torch(obj: Any, path: Path) -> None:
-    torch.save(obj, path)
-    _fsync_file(path)
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_synced(path, buf.getvalue())
 
 
 def _move_into_place(tmp: Path, final: Path) -> None:
@@ -327,7 +329,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
     latest = p / LATEST_FILE
     if latest.is_file():
-        name = latest.read_text(encoding="utf-8").strip()
+        name = latest.read_bytes().decode("utf-8", errors="replace").strip()  # a damaged pointer is ignored
         if _STEP_DIR.match(name) and (p / name).is_dir():
             return p / name
     complete = [d for _, d in _step_dirs(p) if (d / META_FILE).is_file()] if p.is_dir() else []

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from .errors import GPTBertError
+from .errors import GPTBertError, did_you_mean
 from .io import atomic_write_text
 
 
@@ -129,8 +129,8 @@ class TrainConfig:
     grad_clip: float = _f(2.0, "clip the global gradient norm to this (0 = off)")
     ema_decay: float = _f(0.999, "decay of the exponential moving average of the weights (0 = off)")
     precision: str = _f("bf16", "bf16 (autocast; weights stay fp32), fp32, or fp64 (for numerical tests)")
-    onednn_fp32: bool = _f(True, "fp32 on CPU: run fp32 matmuls with oneDNN instead of MKL (1.8x faster training "
-                                 "on AMD; only on CPUs without AMX, where it stays exact fp32)")
+    onednn_fp32: bool = _f(True, "fp32 on CPU: run fp32 matmuls with oneDNN instead of MKL (faster on CPUs that are not "
+                                 "Intel's; only on CPUs without AMX, where it stays exact fp32)")
     recompute_attention: bool = _f(False, "recompute the (B, H, T, T) attention probabilities in backward "
                                           "instead of storing them (CPU: less memory at T=512, a slower step)")
     device: str = _f("auto", "auto, cpu, cuda, cuda:N or mps")
@@ -141,8 +141,10 @@ class TrainConfig:
     eval_every: int = _f(0, "steps between validation passes (0 = only at the end)")
     eval_rows: int = _f(256, "validation rows (seq_length tokens each) per objective")
     save_every: int = _f(0, "steps between checkpoints (0 = only at the end)")
+    save_minutes: float = _f(0.0, "also save a checkpoint after every this many minutes of wall-clock time (0 = off)")
     keep_last: int = _f(3, "checkpoints kept on disk")
     time_budget: float = _f(0.0, "stop after this many minutes of training, saving a checkpoint (0 = no limit)")
+    max_bad_steps: int = _f(5, "steps with a non-finite gradient are skipped; stop after this many in a row")
     tensorboard: bool = _f(True, "also write TensorBoard events when tensorboard is installed")
     progress: bool = _f(True, "show a progress bar")
 
@@ -162,6 +164,8 @@ class TrainConfig:
         _check(self.precision in ("bf16", "fp32", "fp64"), where, "precision", "must be bf16, fp32 or fp64")
         _check(self.grad_clip >= 0, where, "grad_clip", "must be >= 0")
         _check(self.num_workers >= 0, where, "num_workers", "must be >= 0")
+        _check(self.save_minutes >= 0, where, "save_minutes", "must be >= 0")
+        _check(self.max_bad_steps >= 1, where, "max_bad_steps", "must be >= 1")
 
 
 # ---------------------------------------------------------------------------
@@ -190,9 +194,18 @@ class RunConfig:
 SECTIONS = {"model": ModelConfig, "objective": ObjectiveConfig, "train": TrainConfig}
 
 
+class ConfigValueError(GPTBertError):
+    """An impossible config value; `key` is "section.key", so the CLI can name the flag that set it."""
+
+    def __init__(self, message: str, key: str, problem: str):
+        super().__init__(message)
+        self.key, self.problem = key, problem
+
+
 def _check(ok: bool, where: str, key: str, problem: str) -> None:
     if not ok:
-        raise GPTBertError(f"{where}.{key}: {problem}")
+        section = where.rsplit(": ", 1)[-1].rsplit(" ", 1)[-1]
+        raise ConfigValueError(f"{where}.{key}: {problem}", f"{section}.{key}", problem)
 
 
 def config_from_dict(d: dict[str, Any], where: str = "config") -> RunConfig:
@@ -205,7 +218,8 @@ def config_from_dict(d: dict[str, Any], where: str = "config") -> RunConfig:
     out: dict[str, Any] = {}
     for section, value in d.items():
         if section not in SECTIONS:
-            raise GPTBertError(f"{where}: unknown section '{section}' (expected one of {', '.join(SECTIONS)})")
+            raise GPTBertError(f"{where}: unknown section '{section}'{did_you_mean(section, SECTIONS)} "
+                               f"(expected one of {', '.join(SECTIONS)})")
         if value is None:
             value = {}
         if not isinstance(value, dict):
@@ -220,7 +234,7 @@ def config_from_dict(d: dict[str, Any], where: str = "config") -> RunConfig:
         known = {f.name: f for f in fields(SECTIONS[section])}
         for key, v in value.items():
             if key not in known:
-                raise GPTBertError(f"{where}: unknown key '{section}.{key}'")
+                raise GPTBertError(f"{where}: unknown key '{section}.{key}'{did_you_mean(key, known)}")
             base[key] = _coerce(v, known[key], f"{where}: {section}.{key}")
         out[section] = SECTIONS[section](**base)
     return RunConfig(**out)
@@ -291,15 +305,24 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         if not isinstance(data, dict):
             raise GPTBertError(f"{path}: expected a mapping of sections {sorted(SECTIONS)}")
     data = {k: dict(v or {}) if isinstance(v, dict) or v is None else v for k, v in data.items()}
-    for dotted, value in (overrides or {}).items():
+    overrides = overrides or {}
+    for dotted, value in overrides.items():  # checked here, so an error names the flag, not the YAML file
         section, _, key = dotted.partition(".")
-        if not key:
-            raise GPTBertError(f"--{dotted}: expected section.key")
+        if section not in SECTIONS or not key:
+            raise GPTBertError(f"--{dotted}: expected --section.key with a section of {', '.join(SECTIONS)}")
+        known = {f.name: f for f in fields(SECTIONS[section])}
+        if key not in known:
+            raise GPTBertError(f"--{dotted}: unknown option{did_you_mean(key, known)}")
         data.setdefault(section, {})
         if isinstance(data[section], dict):
-            data[section][key] = value
+            data[section][key] = _coerce(value, known[key], f"--{dotted}")
     cfg = config_from_dict(data, where)
-    return cfg.validate(where)
+    try:
+        return cfg.validate(where)
+    except ConfigValueError as e:
+        if e.key in overrides:
+            raise GPTBertError(f"--{e.key}: {e.problem}") from None
+        raise
 
 
 def save_config(cfg: RunConfig, path: Path) -> None:

@@ -50,6 +50,7 @@ complete, so an existing `out_dir` is never damaged by a failure halfway.
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from collections.abc import Iterator, Sequence
@@ -88,8 +89,22 @@ _READ_PIECE_BYTES = 1 << 22  # 4 MiB: how much of an over-long line we hold at o
 # finding and reading files
 
 
+def skipped_files(folder: str | Path) -> list[tuple[Path, str]]:
+    """Files under `folder` that `find_corpus_files` leaves out, with the reason (reported by `prepare`)."""
+    folder = Path(folder)
+    out = []
+    for p in sorted(folder.rglob("*")):
+        if not p.is_file():
+            continue
+        if any(part.startswith(".") for part in p.relative_to(folder).parts):
+            out.append((p, "hidden"))
+        elif p.suffix not in CORPUS_SUFFIXES:
+            out.append((p, f"not a corpus file type ({', '.join(CORPUS_SUFFIXES)})"))
+    return out
+
+
 def find_corpus_files(folder: str | Path) -> list[Path]:
-    """All corpus files under `folder` (recursive, sorted, hidden entries skipped)."""
+    """All corpus files under `folder` (recursive, sorted, hidden entries skipped; see `skipped_files`)."""
     folder = Path(folder)
     if not folder.exists():
         raise input_error(folder, "corpus folder does not exist")
@@ -260,7 +275,7 @@ class _SplitWriter:
         n = int(lengths.sum())
         # One flat array per batch, built straight from the id lists (no per-document arrays).
         flat = np.fromiter(chain.from_iterable(chain((BOS_ID,), ids) for ids in docs), dtype=TOKEN_DTYPE, count=n)
-        flat.tofile(self.file)
+        self.file.write(flat.tobytes())  # a Python write: a full disk raises OSError with its errno
         self.starts.append(self.n_tokens + np.cumsum(lengths) - lengths)
         self.n_tokens += n
 
@@ -268,7 +283,9 @@ class _SplitWriter:
         """Finish the files; return the number of documents."""
         self.file.close()
         starts = np.concatenate(self.starts) if self.starts else np.zeros(0, dtype=np.int64)
-        np.save(self.docs_path, starts.astype(np.int64))
+        buf = io.BytesIO()
+        np.save(buf, starts.astype(np.int64))
+        self.docs_path.write_bytes(buf.getvalue())
         return len(starts)
 
 
@@ -385,6 +402,7 @@ def prepare_corpus(
             "max_doc_lines": max_doc_lines,
             "dtype": np.dtype(TOKEN_DTYPE).name,
             "data_dir": str(data_dir.resolve()),
+            "skipped_files": [f"{p.relative_to(data_dir).as_posix()}: {why}" for p, why in skipped_files(data_dir)],
             "tokenizer_path": str(tokenizer_path.resolve()),
         }
         # meta.json last: a folder with a meta.json is a complete one.
@@ -469,9 +487,12 @@ def corpus_stats_line(stats: dict[str, Any]) -> str:
     files = stats["files"]
     n_files = len(files) if isinstance(files, (list, tuple)) else int(files)
     train, val = stats["train_tokens"], stats["val_tokens"]
+    skipped = stats.get("skipped_files") or []
     return (
         f"files={n_files} words={stats['words']:,} documents={stats['documents']:,} "
         f"tokens={train + val:,} (train {train:,}, val {val:,})"
+        + (f"; skipped {len(skipped)} file(s): {'; '.join(skipped[:5])}{' ...' if len(skipped) > 5 else ''}"
+           if skipped else "")
     )
 
 

@@ -10,6 +10,7 @@ never picks one up and a later run can tell whose leftover it is.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -95,6 +96,18 @@ def replace_dir(new: Path, final: Path) -> None:
             raise
         shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
     fsync_dir(final.parent)
+
+
+_FULL_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """A write failed because the disk, a quota or a file-size limit is full: an OSError with that errno,
+    or a library (safetensors, tokenizers) error that carries it in its message."""
+    if isinstance(e, OSError) and e.errno in _FULL_ERRNOS:
+        return True
+    text = str(e)
+    return any(f"os error {n})" in text for n in _FULL_ERRNOS) or "No space left on device" in text
 
 
 def sha256_file(path: Path) -> str:

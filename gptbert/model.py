@@ -99,9 +99,10 @@ def attention_mask(segment_ids: torch.Tensor, causal: torch.Tensor | bool) -> to
 def dropout_keep_mask(shape: torch.Size, p: float, device: torch.device) -> tuple[torch.Tensor, float]:
     """Bernoulli(1 - p) keep-mask from 16 random bits per element, and the exact keep rate.
 
-    On CPU, `bernoulli_` draws one 32-bit number per element and was ~13% of a
-    training step; 64-bit draws split into four 16-bit lanes cost ~1/20 of that.
-    The drop rate is quantised to 1/65536 (0.1 -> 0.1000061).
+    On CPU, `bernoulli_` draws one 32-bit number per element, a visible share of a
+    small model's training step; 64-bit draws split into four 16-bit lanes cost a
+    fraction of that (docs/performance.md). The drop rate is quantised to 1/65536
+    (0.1 -> 0.1000061).
     """
     n = math.prod(shape)
     words = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=device)
@@ -180,11 +181,7 @@ class Attention(nn.Module):
         c2p = (q @ pos_k.transpose(-1, -2)) * self.scale  # (B, H, T, 2K-1): q_i . key_pos[r]
         p2c = (k @ pos_q.transpose(-1, -2)) * self.scale  # (B, H, T, 2K-1): k_j . query_pos[r]
 
-        cpu = x.device.type == "cpu"
-        if cpu and ((self.training and self.attention_dropout > 0) or (not self.training and T <= 64)):
-            # SDPA would materialise the probabilities for dropout anyway; doing it here lets
-            # the probabilities use the cheap CPU dropout mask. In inference on short rows
-            # (zero-shot scoring) the CPU flash kernel is ~1.7-2x slower than these three ops.
+        if self._explicit_probabilities(x.device, T):
             if self.recompute and torch.is_grad_enabled():
                 # Keep only q, k, v and the (.., 2K-1) tables; rebuild the (B, H, T, T) bias,
                 # scores, probabilities and dropout mask in backward (same RNG state, same mask).
@@ -203,6 +200,20 @@ class Attention(nn.Module):
         y = self.out_proj(self.post_layer_norm(y))
         return self.out_dropout(y)
 
+    def _explicit_probabilities(self, device: torch.device, T: int) -> bool:
+        """Build the (B, H, T, T) probabilities ourselves instead of calling SDPA (same math).
+
+        On the CPU only: in training with attention dropout, SDPA would materialise the
+        probabilities anyway, and doing it here lets them use the cheap CPU dropout mask; in
+        inference on short rows (zero-shot scoring), the CPU flash kernel is slower than these
+        three ops. Everything else (GPUs, long inference rows, training without dropout) uses SDPA.
+        """
+        if device.type != "cpu":
+            return False
+        if self.training:
+            return self.attention_dropout > 0
+        return T <= 64
+
     @staticmethod
     def _bias(c2p: torch.Tensor, p2c: torch.Tensor, idx: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """(B, H, T, 2K-1) tables -> (B, H, T, T) relative-position bias plus the additive mask."""
@@ -217,11 +228,11 @@ class Attention(nn.Module):
         scores = (q @ k.transpose(-1, -2)) * self.scale + self._bias(c2p, p2c, idx, mask)  # (B, H, T, T)
         if torch.is_grad_enabled():
             # Training: under bf16 autocast the probabilities stay bf16 (the CPU kernel accumulates
-            # in fp32); they were rounded to bf16 for the PV matmul anyway. fp32 probabilities cost
-            # 2 (B, H, T, T) casts each way: +5% tokens/s at T=128, +17% at T=512; the 200-step
-            # bf16 loss curve moved from 0.73% to 0.75% off the fp32 one (tests/test_train.py).
+            # in fp32); they are rounded to bf16 for the PV matmul anyway, and fp32 probabilities
+            # would cost two (B, H, T, T) casts each way. The 200-step bf16 loss curve stays within
+            # 1% of fp32 (tests/test_train.py).
             probs = scores.softmax(-1)
-        else:  # inference: the fp32 softmax kernel is 2-5% faster here than the bf16 one
+        else:  # inference: no backward to feed, and the fp32 softmax kernel is the faster one here
             probs = scores.float().softmax(-1)
         return self.dropout(probs).to(v.dtype) @ v  # (B, H, T, D)
 
@@ -502,7 +513,8 @@ class GPTBERT(nn.Module):
     def flops_per_token(self, seq_length: int, train: bool = True) -> float:
         """Matmul FLOPs per token: 2 x params x (3 if training) + attention scores (PaLM-style estimate)."""
         c = self.config
-        dense = self.num_parameters() - c.vocab_size * c.hidden_size  # embedding lookups are free...
-        dense += c.vocab_size * c.hidden_size  # ...but the tied head is a real matmul
+        # Every parameter is used once per token in a matmul: the (tied) embedding counts once, as
+        # the output head; the embedding lookup itself is free.
+        dense = self.num_parameters()
         attn = 2 * 2 * c.num_layers * seq_length * c.hidden_size  # QK^T and PV
         return (3 if train else 1) * (2 * dense + attn)

@@ -11,13 +11,25 @@ Per optimizer step (paper section 4, Table 3):
      clip the global gradient norm to 2.0, LAMB step, EMA update (0.999)
 Dropout is re-seeded from (seed, step, rank) every step, so a resumed run
 continues bit-identically without saving RNG streams.
+
+Stopping early without losing work. SIGTERM (a scheduler's preemption) and a
+first Ctrl-C finish the current optimizer step, write a checkpoint and return
+with `stopped` set (the CLI prints the resume command and exits with status
+75, EX_TEMPFAIL: try again); a second Ctrl-C aborts at once. `time_budget`
+stops the same way, and `save_minutes` saves on wall-clock time. Under
+torchrun these decisions are summed over the ranks at the start of each step,
+so every rank stops (or saves) after the same step. A step whose gradient is
+not finite is skipped (no optimizer or EMA update) and counted; after
+`max_bad_steps` in a row the run stops with its last good checkpoint, so NaN
+weights are never saved.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +48,7 @@ from .model import GPTBERT, attention_mask
 from .objectives import IGNORE, causal_rows, hybrid_loss, mask_rate
 from .optim import EMA, Lamb, lr_factor, param_groups
 from .precision import autocast, fp32_matmul_via_onednn
+from .rundir import MetricsWriter, after_resume, prepare_run_dir
 from .tokenizer import check_vocab, load_tokenizer
 
 
@@ -47,6 +60,41 @@ class TrainResult:
     checkpoint: Path | None
     val: dict[str, float] = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
+    stopped: str | None = None  # why the run ended before max_steps: "SIGTERM", "SIGINT", "time budget", ...
+    skipped_steps: int = 0  # steps with a non-finite gradient (not applied)
+
+
+class DivergedError(GPTBertError):
+    """Training stopped: too many consecutive steps with a non-finite gradient."""
+
+
+# ---------------------------------------------------------------------------
+# Signals: finish the step, save, stop
+
+
+class _StopSignals:
+    """SIGTERM / first SIGINT set a flag read at the next step; a second SIGINT raises at once."""
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._saved: dict[int, object] = {}
+
+    def _handle(self, signum, frame) -> None:
+        name = signal.Signals(signum).name
+        if self.received == "SIGINT" and name == "SIGINT":
+            raise KeyboardInterrupt  # second Ctrl-C: abort now
+        self.received = self.received or name
+
+    def __enter__(self) -> "_StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._saved[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
+        return False
 
 
 # ---------------------------------------------------------------------------
@@ -98,51 +146,6 @@ def unigram_entropy(data_dir: str | Path, vocab_size: int) -> float:
     return float(-(p * np.log(p)).sum())
 
 
-class MetricsWriter:
-    """metrics.csv + metrics.jsonl always; TensorBoard when installed and enabled."""
-
-    def __init__(self, out_dir: Path, enabled: bool, tensorboard: bool, stem: str = "metrics"):
-        self.enabled = enabled
-        self.csv = self.jsonl = self.tb = None
-        self.keys: list[str] | None = None
-        if not enabled:
-            return
-        self.csv_path = out_dir / f"{stem}.csv"
-        self.jsonl = open(out_dir / f"{stem}.jsonl", "a", encoding="utf-8")
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(out_dir / "tensorboard" / stem))
-            except Exception:  # tensorboard not installed: CSV/JSONL only
-                self.tb = None
-
-    def write(self, row: dict) -> None:
-        if not self.enabled:
-            return
-        self.jsonl.write(json.dumps(row) + "\n")
-        self.jsonl.flush()
-        if self.keys is None:
-            self.keys = list(row)
-            new = not self.csv_path.exists()
-            self.csv = open(self.csv_path, "a", encoding="utf-8")
-            if new:
-                self.csv.write(",".join(self.keys) + "\n")
-        self.csv.write(",".join(str(row.get(k, "")) for k in self.keys) + "\n")
-        self.csv.flush()
-        if self.tb is not None:
-            for k, v in row.items():
-                if isinstance(v, (int, float)) and k != "step":
-                    self.tb.add_scalar(k, v, row["step"])
-
-    def close(self) -> None:
-        for f in (self.csv, self.jsonl):
-            if f is not None:
-                f.close()
-        if self.tb is not None:
-            self.tb.close()
-
-
 # ---------------------------------------------------------------------------
 # The loop: setup, step, log, save
 
@@ -161,6 +164,8 @@ class _Run:
     start_step: int
     end_step: int
     tokens_seen: int
+    skipped_steps: int = 0  # steps with a non-finite gradient, in the whole run
+    bad_in_a_row: int = 0
 
 
 @dataclass
@@ -175,20 +180,29 @@ class _Window:
     t0: float = field(default_factory=time.perf_counter)
 
 
-def train(cfg: RunConfig, resume: str | Path | None = None, max_steps_to_run: int | None = None) -> TrainResult:
-    """Pretrain according to `cfg`. `max_steps_to_run` stops early (for tests; schedules still use max_steps)."""
+def train(cfg: RunConfig, resume: str | Path | None = None, max_steps_to_run: int | None = None,
+          overwrite: bool = False) -> TrainResult:
+    """Pretrain according to `cfg` into the run folder `cfg.train.out_dir`.
+
+    resume: None (the folder must not hold another run), "auto" (continue the newest complete
+    checkpoint in the run folder, or start fresh when there is none) or a checkpoint path.
+    overwrite: clear the run folder first. `max_steps_to_run` stops early (for tests; the
+    schedules still use max_steps).
+    """
     # fp32 on the CPU: oneDNN's fp32 GEMM instead of MKL's where that stays exact (gptbert/precision.py)
-    with fp32_matmul_via_onednn(enabled=cfg.train.precision == "fp32" and cfg.train.onednn_fp32):
-        run = _setup(cfg, resume, max_steps_to_run)
-        return _loop(run)
+    with fp32_matmul_via_onednn(enabled=cfg.train.precision == "fp32" and cfg.train.onednn_fp32), _StopSignals() as sig:
+        run = _setup(cfg, resume, max_steps_to_run, overwrite)
+        return _loop(run, sig)
 
 
-def _setup(cfg: RunConfig, resume: str | Path | None, max_steps_to_run: int | None) -> _Run:
-    """Process group, data check, model, optimizer, EMA, and the state of a resumed run."""
+def _setup(cfg: RunConfig, resume: str | Path | None, max_steps_to_run: int | None, overwrite: bool) -> _Run:
+    """Process group, run folder, data check, model, optimizer, EMA, and the state of a resumed run."""
     t = cfg.train
     d = dist_utils.setup(t.device)
-    check_data(cfg)
     out_dir = Path(t.out_dir)
+    ckpt = prepare_run_dir(out_dir, resume, overwrite, clear=d.is_main)  # before any work
+    dist_utils.barrier(d)
+    check_data(cfg)
     if d.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -197,10 +211,10 @@ def _setup(cfg: RunConfig, resume: str | Path | None, max_steps_to_run: int | No
     model.recompute_attention(t.recompute_attention)
     optimizer = Lamb(param_groups(model, t.weight_decay), lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps)
     ema = EMA(model, t.ema_decay) if t.ema_decay > 0 else None
-    start_step, tokens_seen = 0, 0
+    start_step, tokens_seen, skipped = 0, 0, 0
 
-    if resume is not None:
-        ck = load_checkpoint(resume)
+    if ckpt is not None:
+        ck = load_checkpoint(ckpt)
         if ck.config.get("model") and ck.config["model"] != cfg.to_dict()["model"]:
             raise GPTBertError(f"{ck.path}: checkpoint was trained with a different model config")
         load_model_weights(model, ck.model, ck.path / "model.safetensors")
@@ -208,6 +222,9 @@ def _setup(cfg: RunConfig, resume: str | Path | None, max_steps_to_run: int | No
             ema.load_state_dict(ck.ema, str(ck.path / "ema.safetensors"))
         optimizer.load_state_dict(ck.state["optimizer"])
         start_step, tokens_seen = int(ck.state["step"]), int(ck.state["tokens_seen"])
+        skipped = int(ck.state.get("skipped_steps", 0))
+        if d.is_main:
+            after_resume(out_dir, start_step)
 
     if d.is_main:
         save_config(cfg, out_dir / "config.yaml")
@@ -215,10 +232,10 @@ def _setup(cfg: RunConfig, resume: str | Path | None, max_steps_to_run: int | No
     if t.compile:
         net = torch.compile(net)
     end_step = t.max_steps if max_steps_to_run is None else min(t.max_steps, start_step + max_steps_to_run)
-    return _Run(cfg, d, out_dir, model, net, optimizer, ema, start_step, end_step, tokens_seen)
+    return _Run(cfg, d, out_dir, model, net, optimizer, ema, start_step, end_step, tokens_seen, skipped)
 
 
-def _loop(run: _Run) -> TrainResult:
+def _loop(run: _Run, sig: _StopSignals) -> TrainResult:
     cfg, t, d = run.cfg, run.cfg.train, run.d
     batches = TrainBatches(t.data, cfg, d.rank, d.world_size)
     loader = torch.utils.data.DataLoader(
@@ -234,15 +251,20 @@ def _loop(run: _Run) -> TrainResult:
 
     history: list[dict] = []
     window = _Window()
-    t_start = time.perf_counter()
+    t_start = last_save = time.perf_counter()
     done = run.start_step
+    stopped = None
     run.net.train()
     for step, micro_batches in zip(range(run.start_step, run.end_step), loader):
-        over_budget = t.time_budget > 0 and (time.perf_counter() - t_start) > 60 * t.time_budget
-        result = _step(run, step, micro_batches, over_budget, window)
-        if result is None:  # every rank agreed to stop (time budget)
+        now = time.perf_counter()
+        flags = {"time budget": t.time_budget > 0 and now - t_start > 60 * t.time_budget,
+                 "SIGTERM": sig.received == "SIGTERM", "SIGINT": sig.received == "SIGINT",
+                 "save": t.save_minutes > 0 and now - last_save > 60 * t.save_minutes}
+        result = _step(run, step, micro_batches, flags, window)
+        if result.stop is not None:  # every rank agreed to stop before this step
+            stopped = result.stop
             break
-        lr, grad_norm, shape = result
+        lr, grad_norm, shape = result.lr, result.grad_norm, result.shape
         done = step + 1
         if done % t.log_every == 0 or done == run.end_step:
             row = _log_row(run, step, lr, grad_norm, shape, window, t_start)
@@ -256,23 +278,42 @@ def _loop(run: _Run) -> TrainResult:
             bar.update(1)
         if t.eval_every and done % t.eval_every == 0 and done != run.end_step:
             val_metrics.write(dict(step=done, **validation_loss(run.model, cfg, d.device)))
-        if t.save_every and done % t.save_every == 0 and done != run.end_step:
+        if done != run.end_step and ((t.save_every and done % t.save_every == 0) or result.save):
             _save(run, done)
+            last_save = time.perf_counter()
+        if run.bad_in_a_row >= t.max_bad_steps:
+            stopped = "non-finite gradients"
+            break
 
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - t_start
     last_ckpt = _save(run, done)
-    val = validation_loss(run.model, cfg, d.device)
-    val_metrics.write(dict(step=done, **val))
+    val = {}
+    if stopped not in ("SIGTERM", "SIGINT"):  # a preempted job has seconds left: save and go
+        val = validation_loss(run.model, cfg, d.device)
+        val_metrics.write(dict(step=done, **val))
     metrics.close()
     val_metrics.close()
     dist_utils.teardown()
-    return TrainResult(done, run.tokens_seen, seconds, last_ckpt, val, history)
+    if stopped == "non-finite gradients":
+        raise DivergedError(f"{run.out_dir}: training stopped at step {done}: {run.bad_in_a_row} steps in a row had a "
+                            f"non-finite gradient (skipped); last good checkpoint: {last_ckpt}")
+    return TrainResult(done, run.tokens_seen, seconds, last_ckpt, val, history, stopped, run.skipped_steps)
 
 
-def _step(run: _Run, step: int, micro_batches: list, over_budget: bool, window: _Window):
-    """One optimizer step over this rank's micro-batches; (lr, grad norm, shape), or None to stop."""
+@dataclass
+class _StepResult:
+    lr: float = 0.0
+    grad_norm: float = 0.0
+    shape: object = None
+    stop: str | None = None  # set when the ranks agreed to stop before the step
+    save: bool = False  # save after this step (save_minutes)
+    skipped: bool = False  # the gradient was not finite: no update
+
+
+def _step(run: _Run, step: int, micro_batches: list, flags: dict[str, bool], window: _Window) -> _StepResult:
+    """One optimizer step over this rank's micro-batches, unless the ranks agree to stop first."""
     cfg, t, d = run.cfg, run.cfg.train, run.d
     shape = step_shape(step, cfg, d.world_size)
     lr = t.lr * lr_factor(step, t.max_steps, t.warmup, t.cooldown, t.min_lr_factor)
@@ -283,9 +324,11 @@ def _step(run: _Run, step: int, micro_batches: list, over_budget: bool, window: 
     # Global target counts per objective -> per-token weights (see module docstring).
     n_c = sum(int(((mb.targets != IGNORE) & mb.is_causal[:, None]).sum()) for mb in micro_batches)
     n_m = sum(int(((mb.targets != IGNORE) & ~mb.is_causal[:, None]).sum()) for mb in micro_batches)
-    n_c, n_m, stop = dist_utils.all_reduce_sum([n_c, n_m, float(over_budget)], d)
-    if stop > 0:
-        return None
+    n_c, n_m, *votes = dist_utils.all_reduce_sum([n_c, n_m, *(float(v) for v in flags.values())], d)
+    votes = dict(zip(flags, votes))
+    for reason in ("SIGTERM", "SIGINT", "time budget"):
+        if votes[reason] > 0:
+            return _StepResult(stop=reason)
     frac_causal = float(causal_rows(shape.rows, cfg.objective.causal_ratio, t.seed, step).mean())
     w_c = frac_causal / max(n_c, 1) * d.world_size  # x world: DDP averages gradients over ranks
     w_m = (1.0 - frac_causal) / max(n_m, 1) * d.world_size
@@ -308,13 +351,20 @@ def _step(run: _Run, step: int, micro_batches: list, over_budget: bool, window: 
         window.n_m += sums.n_masked
 
     grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), t.grad_clip if t.grad_clip > 0 else float("inf"))
-    run.optimizer.step()
+    # The norm is of the all-reduced gradient, so every rank takes the same decision.
+    skipped = not bool(torch.isfinite(grad_norm))
+    if skipped:
+        run.skipped_steps += 1
+        run.bad_in_a_row += 1
+    else:
+        run.bad_in_a_row = 0
+        run.optimizer.step()
     run.optimizer.zero_grad(set_to_none=True)
-    if run.ema is not None:
+    if run.ema is not None and not skipped:
         run.ema.update(run.model)
     run.tokens_seen += shape.tokens
     window.tokens += shape.tokens
-    return lr, grad_norm, shape
+    return _StepResult(lr, float(grad_norm), shape, save=votes["save"] > 0, skipped=skipped)
 
 
 def _log_row(run: _Run, step: int, lr: float, grad_norm, shape, window: _Window, t_start: float) -> dict:
@@ -327,18 +377,21 @@ def _log_row(run: _Run, step: int, lr: float, grad_norm, shape, window: _Window,
         loss_causal=ce_c / n_c if n_c else float("nan"), grad_norm=float(grad_norm),
         mask_rate=mask_rate(step, cfg.train.max_steps, cfg.objective.mask_p_start, cfg.objective.mask_p_end),
         seq_length=shape.seq_length, rows=shape.rows, tokens_seen=run.tokens_seen,
-        tokens_per_s=window.tokens / dt, elapsed_s=time.perf_counter() - t_start,
+        tokens_per_s=window.tokens / dt, elapsed_s=time.perf_counter() - t_start, skipped_steps=run.skipped_steps,
     )
 
 
 def _save(run: _Run, step: int) -> Path | None:
     """Checkpoint on the main process; every rank waits for it."""
     path = None
+    if not all(bool(torch.isfinite(p).all()) for p in run.model.parameters()):
+        raise DivergedError(f"{run.out_dir}: the weights at step {step} are not finite; not saving them "
+                            "(the last good checkpoint is kept)")
     if run.d.is_main:
         path = save_checkpoint(
             run.out_dir, step=step, tokens_seen=run.tokens_seen, model_state=state_dict_for_save(run.model),
             ema_state=run.ema.state_dict() if run.ema is not None else None,
-            train_state={"optimizer": run.optimizer.state_dict()},
+            train_state={"optimizer": run.optimizer.state_dict(), "skipped_steps": run.skipped_steps},
             config=run.cfg.to_dict(), keep_last=run.cfg.train.keep_last,
         )
     dist_utils.barrier(run.d)

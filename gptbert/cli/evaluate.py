@@ -6,16 +6,17 @@ Names (tasks, modes) and numbers are checked before the model is loaded.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
 
 from .. import paths
 from ..distributed import pick_device
-from ..errors import GPTBertError
+from ..errors import GPTBertError, did_you_mean
 from ..eval import report
 from ..eval.finetune import GLUE_TASKS, FinetuneConfig, run_finetune
-from ..eval.suite import check_modes, check_task_names, did_you_mean, run_suite
+from ..eval.suite import check_modes, check_task_names, run_suite
 from ..pretrained import load
 
 DEFAULT_TASKS = "blimp_fast,supplement_fast"
@@ -52,7 +53,8 @@ def _add_eval_parser(subparsers) -> argparse.ArgumentParser:
                         f"(default: {DEFAULT_TASKS})")
     s.add_argument("--modes", default=DEFAULT_MODES,
                    help=f"comma-separated of causal, mntp, fused, prefix (default: {DEFAULT_MODES})")
-    s.add_argument("--out", default="runs/eval", help="output folder (default: runs/eval)")
+    s.add_argument("--out", default="runs/eval", help="output folder (default: runs/eval; must be new or empty)")
+    s.add_argument("--force", action="store_true", help="replace an earlier evaluation in --out")
     s.add_argument("--data-dir", help=f"folder holding the named tasks (default: <data root>/eval, {paths.DEFAULTS_HELP})")
     s.add_argument("--no-sweep", dest="sweep", action="store_false",
                    help="score at T=1 only (faster: one log-sum-exp per token instead of the 60-point sweep)")
@@ -69,6 +71,27 @@ def _add_eval_parser(subparsers) -> argparse.ArgumentParser:
     return s
 
 
+def claim_out_dir(out: Path, force: bool, what: str) -> None:
+    """An output folder holds one evaluation: new, empty, or (with --force) an earlier result, cleared first."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise GPTBertError(f"{out}: exists and is not a folder")
+    if not any(out.iterdir()):
+        return
+    if not (out / "results.json").is_file():
+        raise GPTBertError(f"{out}: not empty and holds no results.json (not an earlier {what}); choose another --out")
+    if not force:
+        raise GPTBertError(f"{out}: holds an earlier {what} (results.json); pass --force to replace it "
+                           "or choose another --out")
+    shutil.rmtree(out)
+
+
+def _options(args: argparse.Namespace) -> dict:
+    """The command line as run, for results.json."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "fn"}
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
     if args.limit is not None and args.limit < 1:
         raise GPTBertError("--limit must be >= 1")
@@ -78,6 +101,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     check_modes(modes)
     data_dir = paths.eval_dir(args.data_dir)
     check_task_names(tasks, data_dir)
+    claim_out_dir(Path(args.out), args.force, "evaluation")
     device = pick_device(args.device)
     t0 = time.perf_counter()
     pre = load(args.checkpoint, weights="raw" if args.raw else "ema", tokenizer=args.tokenizer, device=device)
@@ -87,7 +111,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     results = run_suite(pre.model, pre.tokenizer, tasks, modes, args.out, data_dir=data_dir, precision=args.precision,
                         sweep=args.sweep, predict_temperature=args.temperature, ewok_password=args.ewok_password,
                         ewok_predictions=args.ewok_predictions, limit=args.limit, max_tokens=args.max_tokens,
-                        progress=args.progress, charts=args.charts, info=info,
+                        progress=args.progress, charts=args.charts, info=info, options=_options(args),
                         log=lambda s: print(s, file=sys.stderr))
     if results["tasks"]:
         print(report.summary_table(results["tasks"]))
@@ -108,7 +132,8 @@ def _add_finetune_parser(subparsers) -> argparse.ArgumentParser:
                     "model's size. Writes results.json and predictions.json (BabyLM 2024 format) to --out.")
     _common(s)
     s.add_argument("--tasks", default="all", help=f"comma-separated of {', '.join(GLUE_TASKS)}, or all (default)")
-    s.add_argument("--out", default="runs/finetune", help="output folder (default: runs/finetune)")
+    s.add_argument("--out", default="runs/finetune", help="output folder (default: runs/finetune; must be new or empty)")
+    s.add_argument("--force", action="store_true", help="replace an earlier fine-tuning result in --out")
     s.add_argument("--glue-dir", help="folder of <task>.train.jsonl / <task>.valid.jsonl "
                                       f"(default: <data root>/eval/glue_filtered, {paths.DEFAULTS_HELP})")
     s.add_argument("--multirc-train", help="MultiRC training file, SuperGLUE or flat format "
@@ -142,6 +167,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     if args.max_length < 8:
         raise GPTBertError("--max-length must be >= 8")
     glue_dir = paths.glue_dir(args.glue_dir)
+    claim_out_dir(Path(args.out), args.force, "fine-tuning")
     device = pick_device(args.device)
     pre = load(args.checkpoint, weights="raw" if args.raw else "ema", tokenizer=args.tokenizer, device=device)
     model, tok, info = pre.model, pre.tokenizer, pre.info()
@@ -159,7 +185,9 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     preds = {}
     for res in out["tasks"].values():
         preds.update(res.pop("predictions"))
-    report.write_json(out_dir / "results.json", {"model": info, **out})
+    subset = (None if args.max_train_examples is None and args.max_eval_examples is None else
+              "trained and/or evaluated on random subsets (--max-train-examples / --max-eval-examples)")
+    report.write_json(out_dir / "results.json", {"model": info, "options": _options(args), "subset": subset, **out})
     report.write_json(out_dir / "predictions.json", {"glue": preds})
     rows = []
     for name, v in out["scores"].items():

@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import GPTBertError
-from . import evaluate, hf, pretrain
+from ..errors import GPTBertError, did_you_mean
+from ..io import is_disk_full
+from . import evaluate, exits, hf, pretrain
 
 # command -> the module that defines it (the order of `gptbert --help`)
 COMMANDS = {
@@ -28,28 +29,53 @@ COMMANDS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with whole flags only (no abbreviations) and one-line errors with a suggestion."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        if message.startswith("unrecognized arguments: "):
+            parsers = [self, *getattr(self, "commands", {}).values()]
+            known = sorted({o for p in parsers for a in p._actions for o in a.option_strings})
+            bad = message.split(": ", 1)[1].split()
+            flags = [b.split("=")[0] for b in bad if b.startswith("-")]
+            hint = did_you_mean(flags[0], known) if flags else ""
+            message = f"unknown option {flags[0] if flags else bad[0]}{hint} (see `{self.prog} --help`)"
+        print(f"error: {self.prog}: {message}", file=sys.stderr)
+        sys.exit(exits.USER_ERROR)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gptbert", description="Pretrain, evaluate and export GPT-BERT models.",
-                                allow_abbrev=False)
+    p = _Parser(prog="gptbert", description="Pretrain, evaluate and export GPT-BERT models.")
     sub = p.add_subparsers(dest="command", required=True)
     for module in dict.fromkeys(COMMANDS.values()):  # each module once, in table order
         module.add_parsers(sub)
+    p.commands = sub.choices
     missing = set(COMMANDS) ^ set(sub.choices)
     if missing:  # the table and the modules must agree
         raise RuntimeError(f"command table out of sync with the parsers: {sorted(missing)}")
-    for s in sub.choices.values():
-        s.allow_abbrev = False  # `--train.max_step` must not silently mean `--train.max_steps`
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.fn(args)
+        status = args.fn(args)
     except GPTBertError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return exits.USER_ERROR
+    except Exception as e:
+        if not is_disk_full(e):
+            raise
+        # Outputs are written under temporary names and renamed at the end, so nothing was replaced.
+        where = getattr(e, "filename", None) or "output"
+        print(f"error: {where}: cannot write: the disk (or a file-size limit) is full "
+              f"({' '.join(str(e).split())[:120]}); earlier outputs are unchanged", file=sys.stderr)
+        return exits.NO_SPACE
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    return 0
+        print("error: interrupted (no checkpoint written)", file=sys.stderr)
+        return exits.ABORTED
+    return status or 0

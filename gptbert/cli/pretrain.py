@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from ..eval.report import summary_table
 from ..eval.suite import check_task_names, run_suite
 from ..pretrained import load
 from ..tokenizer import train_tokenizer
+from . import exits
 from ..train import format_losses, train, unigram_entropy
 
 
@@ -57,20 +60,38 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     print(f"prepared: {corpus_stats_line(stats)} in {time.perf_counter() - t0:.1f}s -> {args.out}")
 
 
-def cmd_train(args: argparse.Namespace) -> None:
+def cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, config_overrides(args))
-    result = train(cfg, resume=args.resume)
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"trained {result.steps} steps, {result.tokens_seen:,} tokens in {result.seconds:.0f}s")
+    result = train(cfg, resume=args.resume, overwrite=args.overwrite)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return exits.STOPPED if result.stopped in STOP_SIGNALS else exits.OK
+    print(f"trained {result.steps} steps, {result.tokens_seen:,} tokens in {result.seconds:.0f}s"
+          + (f" ({result.skipped_steps} steps skipped: non-finite gradient)" if result.skipped_steps else ""))
+    if result.val:
         print(f"validation: {format_losses(result.val)}")
-        print(f"checkpoint: {result.checkpoint}")
+    print(f"checkpoint: {result.checkpoint}")
+    return _stopped_message(result, Path(cfg.train.out_dir))
 
 
-def cmd_quickstart(args: argparse.Namespace) -> None:
+STOP_SIGNALS = ("SIGTERM", "SIGINT")
+
+
+def _stopped_message(result, run_dir: Path) -> int:
+    """After a preemption: the exact command that continues the run, and exit status 75."""
+    if result.stopped not in STOP_SIGNALS:
+        return exits.OK
+    print(f"stopped by {result.stopped} after step {result.steps}; checkpoint saved. Continue with:\n"
+          f"  gptbert train --config {run_dir / 'config.yaml'} --resume auto", file=sys.stderr)
+    return exits.STOPPED
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
     """The main job: from a folder of text to a trained, validated GPT-BERT in a CPU budget."""
     t_all = time.perf_counter()
     cfg = load_config(args.config, config_overrides(args))
     data = paths.pretrain_dir(args.data)
+    out = Path(args.out)
+    _check_quickstart_out(out, args.overwrite)
     tasks = [t for t in args.eval_tasks.split(",") if t]
     eval_data = None
     if tasks:  # where the evaluation data is, before hours of work
@@ -80,7 +101,8 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
             eval_data = None
         if eval_data is not None and eval_data.is_dir():
             check_task_names(tasks, eval_data)
-    out = Path(args.out)
+    if args.overwrite and out.exists():
+        shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     vocab = cfg.model.vocab_size
 
@@ -104,7 +126,7 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
     cfg.train.tokenizer = str(tok_path)
     cfg.train.out_dir = str(out / "train")
     spent = (time.perf_counter() - t_all) / 60
-    budget = max(args.minutes - spent, 0.5)
+    budget = max(args.minutes - spent, 0.05)
     steps = steps_for_budget(cfg, budget * 60 * 0.92)
     cfg.train.max_steps = steps
     cfg.train.time_budget = budget
@@ -112,6 +134,8 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
     print(f"[3/4] train: {steps} steps (~{budget * 60 * 0.92 / steps:.2f}s each) in a {budget:.1f}-minute budget, "
           f"{cfg.train.precision}, causal:masked rows = {cfg.objective.causal_ratio:.4f}")
     result = train(cfg)
+    if result.stopped in STOP_SIGNALS:
+        return _stopped_message(result, Path(cfg.train.out_dir))
     h = unigram_entropy(data_dir, vocab)
     print(f"[4/4] done in {(time.perf_counter() - t_all) / 60:.1f} min: {result.steps} steps, "
           f"{result.tokens_seen:,} tokens, {result.tokens_seen / max(result.seconds, 1e-9):.0f} tokens/s")
@@ -119,11 +143,31 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
     print(f"      unigram-entropy baseline: {h:.4f} nats/token")
     print(f"      checkpoint: {result.checkpoint}")
     if not tasks:
-        return
+        return exits.OK
     if eval_data is None or not eval_data.is_dir():
         print(f"[eval] skipped: no evaluation data folder (pass --eval-data DIR or set {paths.ENV_VAR})")
-        return
+        return exits.OK
     _quick_eval(tasks, result.checkpoint, tok_path, out, eval_data)
+    return exits.OK
+
+
+QUICKSTART_ITEMS = ("tokenizer.json", "data", "train", "eval")
+
+
+def _check_quickstart_out(out: Path, overwrite: bool) -> None:
+    """The output folder must be new, empty, or (with --overwrite) an earlier quickstart's."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise GPTBertError(f"{out}: exists and is not a folder")
+    items = {p.name for p in out.iterdir()}
+    if not items:
+        return
+    if not overwrite:
+        raise GPTBertError(f"{out}: holds an earlier run; pass --overwrite to replace it or choose another --out")
+    if not items <= set(QUICKSTART_ITEMS):
+        raise GPTBertError(f"{out}: is not a quickstart folder (it holds {', '.join(sorted(items - set(QUICKSTART_ITEMS)))}); "
+                           "refusing to clear it, choose another --out")
 
 
 def _quick_eval(tasks: list[str], checkpoint: Path, tok_path: Path, out: Path, eval_data: Path) -> None:
@@ -157,13 +201,16 @@ def add_parsers(sub) -> None:
     presets = ", ".join(preset_names())
     s = sub.add_parser("train", help="pretrain GPT-BERT (use torchrun --nproc_per_node=N for DDP)")
     s.add_argument("--config", help=f"preset name ({presets}) or a YAML file")
-    s.add_argument("--resume", help="checkpoint to continue from: a run folder or a checkpoints/step_N folder")
+    s.add_argument("--resume", help="continue a run: 'auto' (the newest complete checkpoint in --train.out_dir, "
+                                    "or a fresh start when there is none), or a run / checkpoints/step_N folder")
+    s.add_argument("--overwrite", action="store_true", help="clear --train.out_dir first (it must be a run folder)")
     add_config_flags(s)
     s.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("quickstart", help="main job: tokenizer + prepare + budgeted CPU training + evaluation")
     s.add_argument("--data", help=corpus_help)
-    s.add_argument("--out", default="runs/quickstart", help="output folder")
+    s.add_argument("--out", default="runs/quickstart", help="output folder (must be new or empty unless --overwrite)")
+    s.add_argument("--overwrite", action="store_true", help="replace the output of an earlier quickstart in --out")
     s.add_argument("--config", default="cpu-quick", help=f"preset name ({presets}) or a YAML file (default: cpu-quick)")
     s.add_argument("--minutes", type=float, default=10.0, help="wall-clock budget for the whole job, in minutes")
     s.add_argument("--val-fraction", type=float, default=0.01, help="fraction of documents held out")

@@ -30,7 +30,6 @@ file (here BoolQ, QNLI, SST-2) are reported as unavailable.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import random
 import time
@@ -46,6 +45,7 @@ from tqdm import tqdm
 
 from .. import paths
 from ..errors import GPTBertError
+from ..io import read_jsonl
 from ..precision import autocast
 from ..model import PredictionHead, attention_mask
 from ..tokenizer import BOS_ID, PAD_ID
@@ -109,30 +109,19 @@ class Example:
 
 def read_examples(path: Path, task: GlueTask) -> list[Example]:
     """Rows of a BabyLM GLUE jsonl file; SuperGLUE-format MultiRC training files are flattened."""
-    if not path.is_file():
-        raise GPTBertError(f"{path}: file does not exist")
     out: list[Example] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise GPTBertError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(rec, dict):
-                raise GPTBertError(f"{path}:{lineno}: expected a JSON object")
-            if task.name == "multirc" and isinstance(rec.get("passage"), dict):
-                out.extend(_flatten_superglue_multirc(rec, path, lineno))
-                continue
-            for k in (*task.fields, "label"):
-                if k not in rec:
-                    raise GPTBertError(f"{path}:{lineno}: missing field '{k}' ({task.name} needs {', '.join(task.fields)}, label)")
-            label = rec["label"]
-            if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < task.num_labels:
-                raise GPTBertError(f"{path}:{lineno}: label {label!r} is not in 0..{task.num_labels - 1}")
-            a, b = task.build(rec)
-            out.append(Example(str(a), None if b is None else str(b), label))
+    for lineno, rec in read_jsonl(path):
+        if task.name == "multirc" and isinstance(rec.get("passage"), dict):
+            out.extend(_flatten_superglue_multirc(rec, path, lineno))
+            continue
+        for k in (*task.fields, "label"):
+            if k not in rec:
+                raise GPTBertError(f"{path}:{lineno}: missing field '{k}' ({task.name} needs {', '.join(task.fields)}, label)")
+        label = rec["label"]
+        if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < task.num_labels:
+            raise GPTBertError(f"{path}:{lineno}: label {label!r} is not in 0..{task.num_labels - 1}")
+        a, b = task.build(rec)
+        out.append(Example(str(a), None if b is None else str(b), label))
     if not out:
         raise GPTBertError(f"{path}: no examples")
     return out

@@ -23,7 +23,6 @@ Metrics (as in the authors' evaluation script):
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from pathlib import Path
 import torch
 
 from ..errors import GPTBertError
+from ..io import read_jsonl
 from ..tokenizer import BOS_ID, MASK_ID
 from .forward import EvalModel
 from .scoring import Row, run_rows
@@ -55,23 +55,16 @@ def load_lambada(path: str | Path, limit: int | None = None) -> list[LambadaItem
     if not path.is_file():
         raise GPTBertError(f"{path}: LAMBADA file does not exist")
     items: list[LambadaItem] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise GPTBertError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            for k in ("prompt", "answer"):
-                if not isinstance(rec, dict) or not isinstance(rec.get(k), str):
-                    raise GPTBertError(f"{path}:{lineno}: missing field '{k}' (a LAMBADA line needs prompt and answer)")
-            if "{answer}" not in rec["prompt"]:
-                raise GPTBertError(f"{path}:{lineno}: prompt has no '{{answer}}' placeholder")
-            before, after = rec["prompt"].split("{answer}", 1)
-            items.append(LambadaItem(before.strip(), rec["answer"].strip(), after.strip()))
-            if limit is not None and len(items) >= limit:
-                break
+    for lineno, rec in read_jsonl(path):
+        for k in ("prompt", "answer"):
+            if not isinstance(rec.get(k), str):
+                raise GPTBertError(f"{path}:{lineno}: missing field '{k}' (a LAMBADA line needs prompt and answer)")
+        if "{answer}" not in rec["prompt"]:
+            raise GPTBertError(f"{path}:{lineno}: prompt has no '{{answer}}' placeholder")
+        before, after = rec["prompt"].split("{answer}", 1)
+        items.append(LambadaItem(before.strip(), rec["answer"].strip(), after.strip()))
+        if limit is not None and len(items) >= limit:
+            break
     if not items:
         raise GPTBertError(f"{path}: no LAMBADA passages")
     return items

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import zipfile
 import zlib
 from collections import OrderedDict
@@ -42,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import GPTBertError
+from ..io import iter_jsonl
 from ..paths import eval_dir
 from .scoring import SentenceScorer, Scores, best_temperature, pair_correct
 
@@ -94,15 +94,7 @@ class Task:
 
 def _parse_jsonl_pairs(text: str, where: str, stem: str) -> list[Pair]:
     pairs: list[Pair] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise GPTBertError(f"{where}:{lineno}: not valid JSON ({e.msg})") from None
-        if not isinstance(rec, dict):
-            raise GPTBertError(f"{where}:{lineno}: expected a JSON object, got {type(rec).__name__}")
+    for lineno, rec in iter_jsonl(text.splitlines(), where):
         index = len(pairs)
         if any(k in rec for k in ("Context1", "Target1", "Target2")):  # EWoK
             for k in ("Context1", "Target1", "Target2"):

@@ -13,6 +13,8 @@ import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..io import atomic_save
+
 # Classic 5x7 font, ASCII 32..126: five column bytes per glyph, bit 0 = top row.
 _FONT_HEX = (
     "0000000000" "00005f0000" "0007000700" "147f147f14" "242a7f2a12" "2313086462" "3649552250" "0005030000"
@@ -122,5 +124,5 @@ def bar_chart_png(path: str | Path, title: str, labels: Sequence[str], series: d
         for y in range(top - 2 * scale, axis_y, 6 * scale):
             c.rect(x, y, x + scale, y + 3 * scale, BLACK)
     path = Path(path)
-    path.write_bytes(c.png())
+    atomic_save(path, lambda tmp: tmp.write_bytes(c.png()))
     return path

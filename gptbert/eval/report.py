@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..io import atomic_write_json, atomic_write_text
 from .png import bar_chart_png
 
 
@@ -66,11 +65,8 @@ def lambada_table(results: dict[str, dict]) -> str:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (tmp file + rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    """Write JSON atomically (temporary file + rename)."""
+    atomic_write_json(path, obj)
 
 
 def write_report_md(path: Path, header: str, results: dict[str, dict[str, dict]],
@@ -86,7 +82,7 @@ def write_report_md(path: Path, header: str, results: dict[str, dict[str, dict]]
                   breakdown_table(by_mode, "subtasks", "best_T"), "```"]
     if lambada:
         parts += ["", "## LAMBADA", "", "```", lambada_table(lambada), "```"]
-    Path(path).write_text("\n".join(parts) + "\n", encoding="utf-8")
+    atomic_write_text(path, "\n".join(parts) + "\n")
 
 
 def phenomenon_chart(path: Path, task: str, by_mode: dict[str, dict], which: str = "T1") -> Path | None:

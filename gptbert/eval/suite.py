@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import difflib
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ..errors import GPTBertError
+from ..errors import GPTBertError, did_you_mean
 from ..paths import eval_dir
 from . import report
 from .forward import EvalModel
@@ -39,22 +38,18 @@ def check_task_names(tasks: Sequence[str], data_dir: str | Path | None = None) -
                            f"(named tasks: {', '.join(names)}; or a path to a folder/.jsonl/.zip)")
 
 
-def did_you_mean(word: str, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
 def run_suite(model, tokenizer, tasks: Sequence[str], modes: Sequence[str], out_dir: str | Path | None = None, *,
               data_dir: str | Path | None = None, precision: str = "fp32", sweep: bool = True,
               predict_temperature: float = 1.0, ewok_password: str = DEFAULT_EWOK_PASSWORD,
               ewok_predictions: bool = False, limit: int | None = None, max_tokens: int = 4096,
-              progress: bool = True, charts: bool = True, info: dict | None = None,
+              progress: bool = True, charts: bool = True, info: dict | None = None, options: dict | None = None,
               log: Callable[[str], None] = print) -> dict:
     """Evaluate `model` on minimal-pair tasks and/or LAMBADA in each mode.
 
     Returns the results dict (also written to out_dir/results.json when out_dir is given, together
     with report.md, predictions_<mode>.json in the BabyLM 2024 submission format and one
-    accuracy_<task>.png bar chart per task).
+    accuracy_<task>.png bar chart per task). `options` (the command line) is recorded in results.json;
+    with `limit` the results are flagged as a subset there and in report.md.
     """
     check_modes(modes)
     check_task_names(tasks, data_dir)
@@ -111,6 +106,9 @@ def run_suite(model, tokenizer, tasks: Sequence[str], modes: Sequence[str], out_
 
     results = {
         "model": info or {},
+        "options": options or {"tasks": list(tasks), "modes": list(modes), "limit": limit, "sweep": sweep},
+        "subset": None if limit is None else f"only the first {limit} items of every sub-task (--limit): "
+                                             "not comparable with full-task numbers",
         "precision": precision,
         "temperatures": {"sweep": list(temperatures), "greedy_limit": "T->0 = ranking by sum of (target logit - max logit)",
                          "predictions_at": predict_temperature},
@@ -124,6 +122,8 @@ def run_suite(model, tokenizer, tasks: Sequence[str], modes: Sequence[str], out_
         report.write_json(out_path / "results.json", results)
         header = (f"# gptbert eval\n\ncheckpoint: {(info or {}).get('checkpoint', '-')}  \n"
                   f"weights: {(info or {}).get('weights', '-')}, precision: {precision}")
+        if limit is not None:
+            header += f"\n\n**SUBSET**: {results['subset']}"
         report.write_report_md(out_path / "report.md", header, pair_results, lambada or None)
         for m in modes:
             preds: dict[str, dict] = {}
