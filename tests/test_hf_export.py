@@ -25,14 +25,13 @@ from transformers import (  # noqa: E402
 )
 from transformers.utils import logging as hf_logging  # noqa: E402
 
-from gptbert.checkpoint import save_checkpoint, state_dict_for_save  # noqa: E402
-from gptbert.config import ModelConfig, RunConfig  # noqa: E402
 from gptbert.errors import GPTBertError  # noqa: E402
 from gptbert.convert.export_hf import export_hf, export_sequence_classifier  # noqa: E402
 from gptbert.generate import SUPPRESSED_IDS, generate_ids  # noqa: E402
 from gptbert.model import GPTBERT, attention_mask  # noqa: E402
-from gptbert.tokenizer import BOS_ID, MASK_ID, PAD_ID, load_tokenizer, train_tokenizer  # noqa: E402
+from gptbert.tokenizer import BOS_ID, MASK_ID, PAD_ID, load_tokenizer  # noqa: E402
 from helpers import SENTENCES, load_model  # noqa: E402
+from hf_models import blimp_pairs, tiny_run  # noqa: E402
 
 hf_logging.disable_progress_bar()
 hf_logging.set_verbosity_error()
@@ -41,25 +40,6 @@ TOL = 1e-5
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-def tiny_run(root: Path, seed: int = 0) -> Path:
-    """A run folder with one checkpoint (step 7, raw + different EMA weights) and its tokenizer."""
-    tok = train_tokenizer(SENTENCES * 40, 300, root / "tokenizer.json")
-    mc = ModelConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_layers=2, num_heads=4,
-                     intermediate_size=48, dropout=0, attention_dropout=0)
-    torch.manual_seed(seed)
-    model = GPTBERT(mc)
-    with torch.no_grad():  # move every weight off its init (layer weights, biases, relative LN...)
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    raw = state_dict_for_save(model)
-    ema = {k: v + 0.01 * torch.randn_like(v) for k, v in raw.items()}
-    rc = RunConfig(model=mc)
-    rc.train.tokenizer = str(root / "tokenizer.json")
-    rc.train.out_dir = str(root / "run")
-    save_checkpoint(root / "run", step=7, tokens_seen=12345, model_state=raw, ema_state=ema, config=rc.to_dict())
-    return root / "run"
-
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
@@ -88,7 +68,7 @@ def test_export_folder_contents(exported):
                  "tokenizer.json", "tokenizer_config.json", "generation_config.json", "README.md"):
         assert (d / name).is_file(), name
     cfg = json.loads((d / "config.json").read_text())
-    assert cfg["model_type"] == "gpt_bert" and cfg["mlm_logits_layout"] == "aligned"
+    assert cfg["model_type"] == "gpt_bert" and cfg["mlm_logits_layout"] == "mntp"  # the official layout
     assert set(cfg["auto_map"]) == {"AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoModelForMaskedLM",
                                     "AutoModelForSequenceClassification"}
     for name in ("configuration_gpt_bert.py", "modeling_gpt_bert.py"):  # self-contained: torch + transformers
@@ -121,7 +101,7 @@ def test_export_raw_and_refuses_non_empty(exported, tmp_path):
             "glue_score": {"score": 60.1}}
     (tmp_path / "zs.json").write_text(json.dumps(zero_shot))
     (tmp_path / "ft.json").write_text(json.dumps(glue))
-    out = export_hf(exported["run"], tmp_path / "raw", raw=True, mlm_logits_layout="mntp",
+    out = export_hf(exported["run"], tmp_path / "raw", raw=True, mlm_logits_layout="aligned",
                     results=[tmp_path / "zs.json", tmp_path / "ft.json"])
     card = (out / "README.md").read_text()
     for row in ("| blimp_fast (causal) | accuracy, T=1 | 61.23 |", "| blimp_fast (causal) | accuracy, best T=1.5 | 63.00 |",
@@ -136,11 +116,12 @@ def test_export_raw_and_refuses_non_empty(exported, tmp_path):
 
     key = "transformer.attention_layers.0.in_proj_qk.weight"
     assert torch.equal(load_file(str(out / "model.safetensors"))[key], load_checkpoint(exported["run"]).model[key])
-    assert json.loads((out / "config.json").read_text())["mlm_logits_layout"] == "mntp"
+    assert json.loads((out / "config.json").read_text())["mlm_logits_layout"] == "aligned"
+    assert "--backend mlm" in card
     with pytest.raises(GPTBertError, match="not empty"):
         export_hf(exported["run"], out)
     export_hf(exported["run"], out, force=True)  # replaces it
-    assert json.loads((out / "config.json").read_text())["mlm_logits_layout"] == "aligned"
+    assert json.loads((out / "config.json").read_text())["mlm_logits_layout"] == "mntp"
 
 
 def test_tokenizer_contract(exported):
@@ -192,13 +173,17 @@ def test_masked_lm_aligned_and_mntp_layouts(exported):
     ref, _ = _ours(ours, b["input_ids"], b["attention_mask"], False)
     keep = b["attention_mask"].bool()
 
-    aligned = AutoModelForMaskedLM.from_pretrained(d, trust_remote_code=True).eval()
-    raw = AutoModelForMaskedLM.from_pretrained(d, trust_remote_code=True, mlm_logits_layout="mntp").eval()
+    raw = AutoModelForMaskedLM.from_pretrained(d, trust_remote_code=True).eval()  # the export default: mntp
+    assert raw.config.mlm_logits_layout == "mntp"
+    aligned = AutoModelForMaskedLM.from_pretrained(d, trust_remote_code=True, mlm_logits_layout="aligned").eval()
     with torch.no_grad():
         la, lr = aligned(**b).logits, raw(**b).logits
     assert (lr[keep] - ref[keep]).abs().max() < TOL  # mntp: row i scores token i+1
     assert (la[:, 1:][keep[:, 1:]] - ref[:, :-1][keep[:, 1:]]).abs().max() < TOL  # aligned: row i scores token i
-    assert (la[:, 0].argmax(-1) == BOS_ID).all() and torch.allclose(la[:, 0].softmax(-1).max(-1).values, torch.ones(2))
+    # row 0 (no GPT-BERT prediction) is uniform: finite, every token log(1/V), so no scorer reading it gets -inf
+    V = la.shape[-1]
+    assert torch.isfinite(la).all() and torch.isfinite(lr).all()
+    assert torch.allclose(la[:, 0].log_softmax(-1), torch.full((2, V), -torch.log(torch.tensor(float(V)))))
     # the mask at position 3 is read at row 3 (aligned) = our row 2
     assert (la[1, 3] - ref[1, 2]).abs().max() < TOL
     # same loss in both layouts, = our MNTP loss on the masked position
@@ -364,21 +349,6 @@ def test_export_errors_are_one_line(tmp_path, exported):
 # ---------------------------------------------------------------------------
 # Ecosystem adapters: minicons and lm-evaluation-harness (skipped when not installed)
 
-BLIMP_FAST = Path(__file__).resolve().parents[2] / "shared" / "data" / "eval" / "blimp_fast"
-
-
-def _blimp_pairs(n_files=3, per_file=2) -> list[dict]:
-    """The shortest pairs of the first BLiMP-fast files (MNTP scoring costs n^2 per sentence)."""
-    if not BLIMP_FAST.is_dir():
-        pytest.skip(f"{BLIMP_FAST} not found")
-    pairs = []
-    for f in sorted(BLIMP_FAST.glob("*.jsonl"))[:n_files]:
-        items = [json.loads(line) for line in f.read_text(encoding="utf-8").splitlines()[:50]]
-        items.sort(key=lambda p: len(p["sentence_good"]) + len(p["sentence_bad"]))
-        pairs += items[:per_file]
-    return pairs
-
-
 def _reference_scores(model, tok, sentence: str) -> tuple[float, float]:
     """Sentence log-probability with our model: causal (<s> + sentence) and MNTP pseudo-log-likelihood."""
     ids = torch.tensor([tok.encode(sentence).ids])
@@ -409,11 +379,12 @@ def test_minicons_scorers_agree_with_our_scores(exported):
     hf_tok = AutoTokenizer.from_pretrained(d, trust_remote_code=True)
     causal = scorer.IncrementalLMScorer(AutoModelForCausalLM.from_pretrained(d, trust_remote_code=True),
                                         "cpu", tokenizer=hf_tok)
-    masked = scorer.MaskedLMScorer(AutoModelForMaskedLM.from_pretrained(d, trust_remote_code=True),
+    masked = scorer.MaskedLMScorer(AutoModelForMaskedLM.from_pretrained(d, trust_remote_code=True,
+                                                                        mlm_logits_layout="aligned"),
                                    "cpu", tokenizer=hf_tok)
-    sentences = [s for p in _blimp_pairs(2, 1) for s in (p["sentence_good"], p["sentence_bad"])]
+    sentences = [s for p in blimp_pairs(2, 1) for s in (p["sentence_good"], p["sentence_bad"])]
     total = lambda x: x.sum(0).item()  # noqa: E731
-    got_c = causal.sequence_score(sentences, reduction=total)
+    got_c = causal.sequence_score(sentences, reduction=total, bos_token=False)  # the tokenizer adds <s> itself
     # minicons 0.3.39 encodes strings for MaskedLMScorer with `batch_encode_plus`, which transformers 5
     # removed; a BatchEncoding (what that call would have produced) goes through the same scoring path.
     enc = hf_tok(sentences, padding="longest", return_attention_mask=True)
@@ -435,7 +406,7 @@ def test_lm_eval_adapter_local_task(exported, tmp_path):
     from gptbert.eval.lm_eval_adapter import GPTBertLM
 
     d, ours, tok = exported["dir"], exported["ours"], exported["tok"]
-    pairs = _blimp_pairs(n_files=3, per_file=1)
+    pairs = blimp_pairs(n_files=3, per_file=1)
     refs = [(_reference_scores(ours, tok, p["sentence_good"]), _reference_scores(ours, tok, p["sentence_bad"]))
             for p in pairs]
 

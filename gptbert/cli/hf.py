@@ -14,6 +14,7 @@ from ..convert.export_hf import export_hf
 from ..convert.import_hf import import_hf
 from ..errors import GPTBertError
 from ..generate import generate_text
+from ..hf import DEFAULT_MLM_LAYOUT, MLM_LAYOUTS, PIPELINE_BACKEND
 from ..pretrained import load
 from ..tokenizer import BOS_ID, EOS_ID
 
@@ -24,9 +25,11 @@ def cmd_export(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     out = export_hf(args.checkpoint, args.out_dir, raw=args.raw, tokenizer=args.tokenizer,
                     mlm_logits_layout=args.mlm_layout, force=args.force, results=args.results or ())
-    print(f"exported ({'raw' if args.raw else 'EMA if present'} weights, masked-LM logits {args.mlm_layout}) "
-          f"in {time.perf_counter() - t0:.1f}s -> {out}")
+    weights = "raw trained weights" if args.raw else "EMA weights where the checkpoint has them"
+    print(f"exported ({weights}; masked-LM logit layout '{args.mlm_layout}') in {time.perf_counter() - t0:.1f}s -> {out}")
     print(f"load with: AutoModelForCausalLM.from_pretrained('{out}', trust_remote_code=True)")
+    print(f"BabyLM 2025 pipeline: --backend causal, or --backend {PIPELINE_BACKEND[args.mlm_layout]} for masked "
+          f"scoring (this export's layout; the other backend would read the wrong logit rows)")
 
 
 def cmd_import_hf(args: argparse.Namespace) -> None:
@@ -61,9 +64,10 @@ def add_parsers(subparsers) -> None:
     s.add_argument("out_dir", help="output folder (must be new or empty unless --force)")
     s.add_argument("--raw", action="store_true", help="export the trained weights instead of the EMA weights")
     s.add_argument("--tokenizer", help="tokenizer.json (default: the one named in the checkpoint's config)")
-    s.add_argument("--mlm-layout", choices=("aligned", "mntp"), default="aligned",
-                   help="AutoModelForMaskedLM logits: aligned (row i scores token i; minicons, hf-mlm, "
-                        "BabyLM --backend mlm) or mntp (raw GPT-BERT, row i scores token i+1; BabyLM --backend mntp)")
+    s.add_argument("--mlm-layout", choices=MLM_LAYOUTS, default=DEFAULT_MLM_LAYOUT,
+                   help="AutoModelForMaskedLM logits: mntp (default; GPT-BERT's own layout, as in the released "
+                        "checkpoints: row i scores token i+1; BabyLM 2025 --backend mntp) or aligned (row i scores "
+                        "token i; BabyLM 2025 --backend mlm, minicons MaskedLMScorer); recorded in config.json")
     s.add_argument("--results", action="append", metavar="RESULTS_JSON",
                    help="results.json of `gptbert eval` / `gptbert finetune` to list in the model card "
                         "(repeatable; results.json files in the run folder are found by themselves)")

@@ -1,13 +1,19 @@
 """Export to Hugging Face transformers: a folder that loads with `trust_remote_code=True`.
 
 The export folder holds:
-  config.json                 GPTBertConfig with `auto_map` for five Auto classes
+  config.json                 GPTBertConfig with `auto_map` for five Auto classes and the
+                              masked-LM logit layout (`mlm_logits_layout`)
   configuration_gpt_bert.py   self-contained (torch + transformers only)
   modeling_gpt_bert.py        self-contained
   model.safetensors           EMA weights by default (`--raw`: the trained ones), fp32
   generation_config.json
-  tokenizer.json, tokenizer_config.json   fast tokenizer, specials set, offsets trimmed
+  tokenizer.json, tokenizer_config.json   fast tokenizer, specials set, offsets trimmed;
+                              `tokenizer_class` is `PreTrainedTokenizerFast`, a name
+                              transformers 4.x and 5.x both know
   README.md                   model card (convert/model_card.py)
+
+The folder is written with transformers 5 and loads under transformers 4.51+
+as well as 5.x (the BabyLM 2025 evaluation pipeline pins 4.51.3).
 
 Parameter names in the export are those of our checkpoints, which are those
 of the official releases, so one `model.safetensors` serves every head.
@@ -19,6 +25,7 @@ export.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Mapping
@@ -30,7 +37,7 @@ from tokenizers import processors
 from ..config import ModelConfig
 from ..errors import GPTBertError, input_error
 from ..generate import SUPPRESSED_IDS
-from ..hf import HF_DIR, REMOTE_CODE_FILES
+from ..hf import DEFAULT_MLM_LAYOUT, HF_DIR, REMOTE_CODE_FILES
 from ..io import replace_dir, temp_path
 from ..model import attention_mask
 from ..pretrained import load
@@ -39,6 +46,10 @@ from .hf_config import TIED_KEY, build_hf_config
 from .model_card import model_card
 
 TRANSFORMERS_REQUIREMENT = "transformers>=5.24,<6"
+# The class named in tokenizer_config.json. transformers 5 writes its own name for it, `TokenizersBackend`,
+# which transformers 4.x does not know; `PreTrainedTokenizerFast` is the same class in 5.x (an alias) and
+# the fast tokenizer class of 4.x.
+TOKENIZER_CLASS = "PreTrainedTokenizerFast"
 
 
 def _require_transformers():
@@ -85,11 +96,15 @@ def export_hf(
     out_dir: str | Path,
     raw: bool = False,
     tokenizer: str | Path | None = None,
-    mlm_logits_layout: str = "aligned",
+    mlm_logits_layout: str = DEFAULT_MLM_LAYOUT,
     force: bool = False,
     results: list[str | Path] | tuple = (),
 ) -> Path:
     """Write a Hugging Face folder for a checkpoint of ours; returns the folder.
+
+    mlm_logits_layout: "mntp" (default; row i of the masked-LM logits scores token i+1, as in the
+    released GPT-BERT checkpoints; BabyLM 2025 `--backend mntp`) or "aligned" (row i scores token i;
+    `--backend mlm`). It is recorded in config.json and named in the model card.
 
     The model card lists the numbers of `results` (results.json files of `gptbert eval` /
     `gptbert finetune`) and of any results.json found next to the checkpoint or in its run folder.
@@ -129,6 +144,13 @@ def _check_out_dir(out_dir: Path, force: bool) -> None:
         raise input_error(out_dir, "already exists and is not empty (pass --force to replace it)")
 
 
+def _name_portable_tokenizer_class(path: Path) -> None:
+    """Name in tokenizer_config.json a tokenizer class that transformers 4.x and 5.x both know."""
+    cfg = json.loads(path.read_text(encoding="utf-8"))
+    cfg["tokenizer_class"] = TOKENIZER_CLASS
+    path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 def _write_hf_folder(hf_model, hf_tok, card: str, out_dir: Path) -> Path:
     """save_pretrained + remote-code files + tokenizer + README into a temporary folder, then swap it in."""
     from transformers.utils import logging as hf_logging
@@ -146,6 +168,7 @@ def _write_hf_folder(hf_model, hf_tok, card: str, out_dir: Path) -> Path:
         for name in REMOTE_CODE_FILES:
             shutil.copyfile(HF_DIR / name, tmp / name)
         hf_tok.save_pretrained(tmp)
+        _name_portable_tokenizer_class(tmp / "tokenizer_config.json")
         (tmp / "README.md").write_text(card, encoding="utf-8")
         for f in tmp.iterdir():
             os.chmod(f, 0o644)
@@ -212,7 +235,7 @@ def export_sequence_classifier(
             "Fine-tuned GPT-BERT (Charpentier & Samuel, 2024): bidirectional attention, the `<s>` state through "
             "LayerNorm-Linear-GELU-LayerNorm-Dropout-Linear. Load with "
             "`AutoModelForSequenceClassification.from_pretrained(PATH, trust_remote_code=True)` "
-            "(transformers 5.x).\n")
+            "(transformers 4.51+ or 5.x).\n")
     return _write_hf_folder(hf_model.eval(), hf_tok, card, out_dir)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..config import ModelConfig
 from ..errors import GPTBertError, input_error
-from ..hf import AUTO_MAP
+from ..hf import AUTO_MAP, DEFAULT_MLM_LAYOUT, MLM_LAYOUTS
 from ..tokenizer import BOS_ID, EOS_ID, MASK_ID, PAD_ID
 
 HF_TO_OURS = {  # config.json field -> ModelConfig field
@@ -61,12 +61,13 @@ def model_config_from_hf(d: Mapping[str, Any], where: str | Path = "config.json"
     return mc
 
 
-def build_hf_config(mc: ModelConfig, mlm_logits_layout: str = "aligned", **extra):
-    """A GPTBertConfig (gptbert/hf, needs transformers) for a ModelConfig."""
+def build_hf_config(mc: ModelConfig, mlm_logits_layout: str | None = None, **extra):
+    """A GPTBertConfig (gptbert/hf, needs transformers) for a ModelConfig (default layout: "mntp")."""
     from ..hf.configuration_gpt_bert import GPTBertConfig
 
-    if mlm_logits_layout not in ("aligned", "mntp"):
-        raise GPTBertError(f"--mlm-layout: expected aligned or mntp, got {mlm_logits_layout!r}")
+    mlm_logits_layout = mlm_logits_layout or DEFAULT_MLM_LAYOUT
+    if mlm_logits_layout not in MLM_LAYOUTS:
+        raise GPTBertError(f"--mlm-layout: expected one of {', '.join(MLM_LAYOUTS)}, got {mlm_logits_layout!r}")
     cfg = GPTBertConfig(
         **hf_config_dict(mc),
         mlm_logits_layout=mlm_logits_layout,

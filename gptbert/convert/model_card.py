@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import input_error
+from ..hf import MLM_LAYOUTS, PIPELINE_BACKEND
 from ..pretrained import Pretrained
 
 
@@ -129,7 +130,8 @@ def model_card(pre: Pretrained, mlm_logits_layout: str, results: list[Path] | tu
     tokens = meta.get("tokens_seen")
     tokens_line = f"{tokens:,}" if isinstance(tokens, int) else "unknown"
     eval_block = _eval_block(pre.source, results)
-    other = "mntp" if mlm_logits_layout == "aligned" else "aligned"
+    other = [x for x in MLM_LAYOUTS if x != mlm_logits_layout][0]
+    backend = PIPELINE_BACKEND[mlm_logits_layout]
     return f"""---
 library_name: transformers
 tags:
@@ -166,8 +168,9 @@ export` from `{pre.source}` ({which} weights).
 
 ## Usage
 
-The folder carries its own modeling code: load it with `trust_remote_code=True`
-(transformers 5.x).
+The folder carries its own modeling code: load it with `trust_remote_code=True`.
+It loads under transformers 4.51+ (what the BabyLM 2025 evaluation pipeline
+pins) and 5.x.
 
 ```python
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
@@ -177,39 +180,57 @@ lm = AutoModelForCausalLM.from_pretrained(PATH, trust_remote_code=True)
 out = lm.generate(**tok("The cat", return_tensors="pt"), max_new_tokens=30, repetition_penalty=1.5)
 print(tok.decode(out[0], skip_special_tokens=True))
 
-mlm = AutoModelForMaskedLM.from_pretrained(PATH, trust_remote_code=True)
+mlm = AutoModelForMaskedLM.from_pretrained(PATH, trust_remote_code=True)  # {mlm_logits_layout} layout
 ```
 
 | Auto class | behaviour |
 |---|---|
 | `AutoModelForCausalLM` | causal attention; logits at position i predict token i+1; `generate()` with a KV cache |
-| `AutoModelForMaskedLM` | bidirectional; logits **{mlm_logits_layout}** (see below) |
+| `AutoModelForMaskedLM` | bidirectional; logits in the **{mlm_logits_layout}** layout (see below) |
 | `AutoModel` | bidirectional encoder, `last_hidden_state`; `attention_mask` (batch, seq) with 1 = token |
 | `AutoModelForSequenceClassification` | `<s>`-token state -> LN-Linear-GELU-LN-Dropout-Linear head (`head.*`, new weights) |
 
-### Masked-LM logit layout and evaluation backends
+Every head accepts `position_ids`: attention uses the relative position
+position_ids[i] - position_ids[j], so texts packed into one row (positions
+restarting at 0, a block-diagonal attention mask) score exactly as each text
+alone.
+
+### Masked-LM logit layout and the BabyLM 2025 pipeline
 
 GPT-BERT predicts a masked token at position i from the output at position
-i-1 (masked next-token prediction). `config.mlm_logits_layout` chooses what
-`AutoModelForMaskedLM` returns:
+i-1 (masked next-token prediction). `config.mlm_logits_layout` (in
+config.json) says what `AutoModelForMaskedLM` returns:
 
-- `aligned` (the export default): logit row i scores token i, the usual
-  Hugging Face convention; row 0 is a one-hot `<s>` row. Use this with
-  minicons `MaskedLMScorer`, lm-evaluation-harness `hf-mlm` (BabyLM 2024) and
-  the BabyLM 2025 pipeline's `--backend mlm`.
-- `mntp`: the raw output, row i scores token i+1. Use this with the BabyLM
-  2025 pipeline's `--backend mntp` (it reads row idx-1).
+- `mntp` (the export default, and what the officially released GPT-BERT
+  checkpoints return): logit row i scores token i+1. BabyLM 2025 pipeline:
+  `--backend mntp`.
+- `aligned`: logit row i scores token i, the usual masked-LM convention; row 0
+  (which GPT-BERT does not predict) is a uniform distribution. BabyLM 2025
+  pipeline: `--backend mlm`; minicons `MaskedLMScorer`.
 
-This folder uses `{mlm_logits_layout}`; for `{other}`, pass
-`mlm_logits_layout="{other}"` to `from_pretrained` or edit config.json. For
-causal scoring use `--backend causal` / lm-eval `hf` with
-`AutoModelForCausalLM`.
+This folder uses the **{mlm_logits_layout}** layout: run the BabyLM 2025 pipeline
+(`evaluation_pipeline.sentence_zero_shot.run`) with `--backend {backend}` for
+masked scoring, or `--backend causal` for causal scoring. The other masked
+backend reads the wrong logit rows and gives wrong (finite) scores. For the
+{other} layout, pass `mlm_logits_layout="{other}"` to `from_pretrained`.
 
-Evaluation tools: lm-evaluation-harness (0.4.13) through the adapter in the
-`gptbert` package, `python -m gptbert.hf.lm_eval_adapter --model gpt-bert
---model_args pretrained=PATH,mode=causal --tasks ...` (`mode=mntp` for the
-pseudo-log-likelihood, `mode=fused` for their sum); minicons
-`IncrementalLMScorer` (causal) and `MaskedLMScorer` (aligned masked LM).
+### Other evaluation tools
+
+- lm-evaluation-harness 0.4.13, through the adapter in the `gptbert` package:
+  `python -m gptbert.eval.lm_eval_adapter --model gpt-bert --model_args
+  pretrained=PATH,mode=causal --tasks ...` (`mode=mntp` for the
+  pseudo-log-likelihood, `mode=fused` for their sum).
+- minicons `IncrementalLMScorer` (causal): score with `bos_token=False`; the
+  tokenizer already adds `<s>`, and `bos_token=True` adds a second one, which
+  changes the scores.
+- minicons `MaskedLMScorer` (0.3.39) works under transformers 4.x only (under
+  5.x it calls the removed `batch_encode_plus`), and needs the aligned layout:
+  `MaskedLMScorer(PATH, "cpu", trust_remote_code=True, mlm_logits_layout="aligned")`.
+
+The tokenizer needs no custom code. Under transformers 4.x,
+`AutoTokenizer.from_pretrained(PATH)` loads it as it is; transformers 5.x
+first reads the model's config, and asks whether to run the folder's code
+unless `trust_remote_code` is given (`False` is enough for the tokenizer).
 
 Generation: the paper recommends `repetition_penalty=1.5`. The training data
 have no end-of-text token (every document starts with `<s>`), so

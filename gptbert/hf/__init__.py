@@ -1,11 +1,12 @@
-"""Hugging Face transformers integration (optional: needs `transformers>=5`).
+"""Hugging Face transformers integration (optional: needs transformers; the export is written with 5.x
+and loads under 4.51+ and 5.x).
 
 `configuration_gpt_bert.py` and `modeling_gpt_bert.py` are self-contained:
 `gptbert export` copies them next to the weights, and anyone can load the
 folder with `trust_remote_code=True` without installing gptbert.
 
-`lm_eval_adapter.py` is the lm-evaluation-harness model `gpt-bert` (needs
-lm-eval; `python -m gptbert.hf.lm_eval_adapter --model gpt-bert ...`).
+The lm-evaluation-harness model `gpt-bert` lives in `gptbert/eval/lm_eval_adapter.py`
+(needs lm-eval; `python -m gptbert.eval.lm_eval_adapter --model gpt-bert ...`).
 
 Importing this package does not import transformers. Call `register()` to
 make the Auto classes know `model_type="gpt_bert"` in this process (then
@@ -14,10 +15,25 @@ make the Auto classes know `model_type="gpt_bert"` in this process (then
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 HF_DIR = Path(__file__).resolve().parent
 REMOTE_CODE_FILES = ("configuration_gpt_bert.py", "modeling_gpt_bert.py")
+
+
+def _config_constants(*names: str) -> tuple:
+    """Literal constants of configuration_gpt_bert.py, read without importing transformers (one source of truth:
+    the remote-code file, which cannot import this package)."""
+    tree = ast.parse((HF_DIR / "configuration_gpt_bert.py").read_text(encoding="utf-8"))
+    found = {t.id: ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+             for t in node.targets if isinstance(t, ast.Name) and t.id in names}
+    return tuple(found[n] for n in names)
+
+
+# Masked-LM logit layouts, the export default, and the BabyLM 2025 pipeline backend that reads each.
+MLM_LAYOUTS, DEFAULT_MLM_LAYOUT, PIPELINE_BACKEND = _config_constants("MLM_LAYOUTS", "DEFAULT_MLM_LAYOUT",
+                                                                      "PIPELINE_BACKEND")
 
 AUTO_MAP = {
     "AutoConfig": "configuration_gpt_bert.GPTBertConfig",
@@ -63,4 +79,5 @@ def register() -> None:
         cls.register_for_auto_class(auto.__name__)
 
 
-__all__ = ["AUTO_MAP", "HF_DIR", "REMOTE_CODE_FILES", "register"]
+__all__ = ["AUTO_MAP", "DEFAULT_MLM_LAYOUT", "HF_DIR", "MLM_LAYOUTS", "PIPELINE_BACKEND", "REMOTE_CODE_FILES",
+           "register"]

@@ -1,21 +1,31 @@
-"""GPT-BERT configuration for Hugging Face transformers (5.x).
+"""GPT-BERT configuration for Hugging Face transformers (4.51+ and 5.x).
 
 Self-contained on purpose: this file is copied next to exported weights and
 loaded with `trust_remote_code=True`, so it imports transformers only.
 
 Field names follow the officially released GPT-BERT / LTG-BERT checkpoints
 (`ltg/gpt-bert-babylm-small`, `-base`), so their config.json reads as is.
+
+Written as a classic `__init__` (no dataclass fields): transformers 4.x sets
+attributes from `__init__`, transformers 5.x turns every config subclass
+into a dataclass but keeps a custom `__init__` as it is, so the one class
+works under both.
 """
 
 from __future__ import annotations
 
 try:  # transformers >= 5
     from transformers import PreTrainedConfig
-except ImportError:  # pragma: no cover - transformers 4.x spelling
+except ImportError:  # transformers 4.x spelling
     from transformers import PretrainedConfig as PreTrainedConfig
 
 
-MLM_LAYOUTS = ("aligned", "mntp")
+# "mntp": row i of the masked-LM logits scores token i+1 (what GPT-BERT computes and the released checkpoints
+# return; BabyLM 2025 `--backend mntp`). "aligned": row i scores token i (BabyLM 2025 `--backend mlm`).
+MLM_LAYOUTS = ("mntp", "aligned")
+DEFAULT_MLM_LAYOUT = "mntp"
+# The BabyLM 2025 evaluation pipeline backend that reads each layout.
+PIPELINE_BACKEND = {"mntp": "mntp", "aligned": "mlm"}
 
 
 class GPTBertConfig(PreTrainedConfig):
@@ -39,46 +49,69 @@ class GPTBertConfig(PreTrainedConfig):
         classifier_dropout: dropout inside the sequence-classification head (None: hidden_dropout_prob).
         classifier_temperature: the sequence-classification logits are divided by it (the official
             checkpoints call it `temperature`, a name transformers now reserves for generation).
-        mlm_logits_layout: what `GPTBertForMaskedLM` returns. "aligned" (default): logit row i scores
-            token i, the Hugging Face masked-LM convention (minicons `MaskedLMScorer`, lm-eval `hf-mlm`,
-            BabyLM 2025 `--backend mlm`); row 0 is a one-hot `<s>` row. "mntp": the raw GPT-BERT
-            output, row i scores token i+1 (BabyLM 2025 `--backend mntp`, which reads row idx-1).
+        mlm_logits_layout: what `GPTBertForMaskedLM` returns.
+            "mntp" (default): the GPT-BERT output as it is, row i scores token i+1, as in the officially
+            released checkpoints; the BabyLM 2025 pipeline's `--backend mntp` reads it (row idx-1 for a
+            mask at idx).
+            "aligned": row i scores token i, the usual masked-LM convention (BabyLM 2025 `--backend mlm`,
+            minicons `MaskedLMScorer`, lm-eval `hf-mlm`); row 0, which GPT-BERT does not predict, is a
+            uniform distribution (every token log(1/vocab_size)), never -inf.
     """
 
     model_type = "gpt_bert"
     keys_to_ignore_at_inference = ["cache", "past_key_values"]
 
-    vocab_size: int = 16384
-    hidden_size: int = 768
-    intermediate_size: int = 2560
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    position_bucket_size: int = 32
-    max_position_embeddings: int = 512
-    layer_norm_eps: float = 1e-5
-    hidden_dropout_prob: float = 0.1
-    attention_probs_dropout_prob: float = 0.1
-    classifier_dropout: float | None = None
-    classifier_temperature: float = 1.0
-    mlm_logits_layout: str = "aligned"
-    use_cache: bool = True
-    tie_word_embeddings: bool = True
-    pad_token_id: int | None = 3
-    bos_token_id: int | None = 1
-    eos_token_id: int | list[int] | None = 2
-    mask_token_id: int | None = 4
-
-    def __post_init__(self, **kwargs):
-        super().__post_init__(**kwargs)
-        if self.mlm_logits_layout not in MLM_LAYOUTS:
-            raise ValueError(f"mlm_logits_layout must be one of {MLM_LAYOUTS}, got {self.mlm_logits_layout!r}")
-        self.validate_architecture()
-
-    def validate_architecture(self):
-        if self.hidden_size % self.num_attention_heads != 0:
+    def __init__(
+        self,
+        vocab_size: int = 16384,
+        hidden_size: int = 768,
+        intermediate_size: int = 2560,
+        num_hidden_layers: int = 12,
+        num_attention_heads: int = 12,
+        position_bucket_size: int = 32,
+        max_position_embeddings: int = 512,
+        layer_norm_eps: float = 1e-5,
+        hidden_dropout_prob: float = 0.1,
+        attention_probs_dropout_prob: float = 0.1,
+        classifier_dropout: float | None = None,
+        classifier_temperature: float = 1.0,
+        mlm_logits_layout: str = DEFAULT_MLM_LAYOUT,
+        use_cache: bool = True,
+        tie_word_embeddings: bool = True,
+        pad_token_id: int | None = 3,
+        bos_token_id: int | None = 1,
+        eos_token_id: int | list[int] | None = 2,
+        mask_token_id: int | None = 4,
+        **kwargs,
+    ):
+        if mlm_logits_layout not in MLM_LAYOUTS:
+            raise ValueError(f"mlm_logits_layout must be one of {MLM_LAYOUTS}, got {mlm_logits_layout!r}")
+        if hidden_size % num_attention_heads != 0:
             raise ValueError(
-                f"hidden_size ({self.hidden_size}) is not a multiple of num_attention_heads ({self.num_attention_heads})"
+                f"hidden_size ({hidden_size}) is not a multiple of num_attention_heads ({num_attention_heads})"
             )
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.intermediate_size = intermediate_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.position_bucket_size = position_bucket_size
+        self.max_position_embeddings = max_position_embeddings
+        self.layer_norm_eps = layer_norm_eps
+        self.hidden_dropout_prob = hidden_dropout_prob
+        self.attention_probs_dropout_prob = attention_probs_dropout_prob
+        self.classifier_dropout = classifier_dropout
+        self.classifier_temperature = classifier_temperature
+        self.mlm_logits_layout = mlm_logits_layout
+        self.mask_token_id = mask_token_id
+        super().__init__(**kwargs)
+        # Set after the base __init__: transformers 4.x resets the token ids and tie_word_embeddings to its own
+        # defaults there, transformers 5.x drops generation parameters such as use_cache from the kwargs.
+        self.pad_token_id = pad_token_id
+        self.bos_token_id = bos_token_id
+        self.eos_token_id = eos_token_id
+        self.tie_word_embeddings = tie_word_embeddings
+        self.use_cache = use_cache
 
 
 __all__ = ["GPTBertConfig"]

@@ -1,8 +1,10 @@
-"""GPT-BERT for Hugging Face transformers (5.x): causal LM, masked LM, encoder, classifier.
+"""GPT-BERT for Hugging Face transformers (4.51+ and 5.x): causal LM, masked LM, encoder, classifier.
 
 Self-contained on purpose: this file is copied next to exported weights and
 loaded with `trust_remote_code=True`, so it imports torch, transformers and
-its sibling configuration file only.
+its sibling configuration file only. The few API differences between
+transformers 4.x and 5.x (the cache constructor, the name of the cache field
+of the output, the init helpers) are resolved once, below the imports.
 
 One set of weights serves every head. The parameter names are those of the
 officially released GPT-BERT checkpoints (`embedding.word_embedding.weight`,
@@ -13,10 +15,11 @@ loads into all of them.
 * `GPTBertForCausalLM` - causal mask; logits at position i predict token i+1;
   `generate()` with a real KV cache (`DynamicCache`; the relative-position
   matrix is sliced at the cached offset).
-* `GPTBertForMaskedLM` - bidirectional; by default the logits are *aligned*
-  (row i scores token i, the Hugging Face convention); set
-  `config.mlm_logits_layout = "mntp"` for the raw GPT-BERT layout (row i
-  scores token i+1).
+* `GPTBertForMaskedLM` - bidirectional; `config.mlm_logits_layout` says how
+  the logits are laid out: "mntp" (the default and the released checkpoints'
+  layout: row i scores token i+1; BabyLM 2025 `--backend mntp`) or "aligned"
+  (row i scores token i, the usual masked-LM convention; BabyLM 2025
+  `--backend mlm`; row 0 is uniform, never -inf).
 * `GPTBertModel` - bidirectional encoder returning `last_hidden_state`.
 * `GPTBertForSequenceClassification` - first-token (`<s>`) state through
   LayerNorm-Linear-GELU-LayerNorm-Dropout-Linear (`head.nonlinearity.*`).
@@ -24,6 +27,17 @@ loads into all of them.
 Attention masks: `attention_mask` may be (batch, keys) with 1 = real token,
 (batch, queries, keys) bool/0-1 with 1 = may attend, or a 4D
 (batch, 1, queries, keys) bool/0-1 mask or additive float mask.
+
+Position ids: `position_ids` (batch, seq) are honoured by every head. GPT-BERT
+has no absolute positions; attention between tokens i and j uses the relative
+position position_ids[i] - position_ids[j]. Several texts packed into one row
+(positions restarting at 0, a block-diagonal 3D mask) thus score exactly as
+each text alone. Without position_ids, row positions are 0, 1, 2, ... after
+whatever the KV cache holds. With a cache, the positions of the cached keys
+are kept on the cache object (`cache.gpt_bert_position_ids`), so `generate()`
+(which passes position_ids computed from the attention mask, e.g. for left
+padding) and step-by-step decoding see the same relative positions as one
+full forward pass.
 """
 
 from __future__ import annotations
@@ -42,12 +56,25 @@ from transformers.modeling_outputs import (
     SequenceClassifierOutput,
 )
 
-try:
+try:  # transformers >= 5: init helpers that respect already-loaded weights
     from transformers import initialization as init
-except ImportError:  # pragma: no cover - transformers 4.x
+except ImportError:  # transformers 4.x
     init = nn.init
 
 from .configuration_gpt_bert import GPTBertConfig
+
+# transformers 5 calls the cache field of model outputs `cache` (`past_key_values` before).
+_CACHE_FIELD = "cache" if "cache" in getattr(CausalLMOutputWithPast, "__dataclass_fields__", {}) else "past_key_values"
+# Where the positions of the cached keys are kept (see the module docstring).
+_CACHE_POSITIONS = "gpt_bert_position_ids"
+
+
+def _new_cache(config) -> DynamicCache:
+    """An empty DynamicCache: transformers 5 takes the config (to size its layers), 4.x takes nothing."""
+    try:
+        return DynamicCache(config=config)
+    except TypeError:
+        return DynamicCache()
 
 
 # ---------------------------------------------------------------------------
@@ -76,6 +103,29 @@ def relative_index(past: int, query_len: int, num_buckets: int, max_position: in
     q = torch.arange(past, past + query_len, device=device)
     k = torch.arange(0, past + query_len, device=device)
     return _bucket_position(q[:, None] - k[None, :], num_buckets, max_position) + num_buckets - 1
+
+
+def relative_index_from_positions(q_pos: torch.Tensor, k_pos: torch.Tensor, num_buckets: int,
+                                  max_position: int) -> torch.Tensor:
+    """(B, 1, Q, K) indices into the relative embeddings for query positions (B, Q) and key positions (B, K)."""
+    rel = q_pos[:, :, None] - k_pos[:, None, :]
+    return (_bucket_position(rel, num_buckets, max_position) + num_buckets - 1)[:, None]
+
+
+def _cached_positions(cache, batch: int, past: int):
+    """The positions of the `past` cached keys as kept on the cache, (b, past) with b 1 or batch; None if unknown.
+
+    A cache cropped by transformers (assisted decoding) keeps its first `past` positions; one expanded along
+    the batch (beam search, num_return_sequences) is expanded the same way."""
+    pos = getattr(cache, _CACHE_POSITIONS, None)
+    if not isinstance(pos, torch.Tensor) or pos.dim() != 2 or pos.shape[1] < past:
+        return None
+    pos = pos[:, :past]
+    if pos.shape[0] not in (1, batch):
+        if batch % pos.shape[0] != 0:
+            return None
+        pos = pos.repeat_interleave(batch // pos.shape[0], dim=0)
+    return pos
 
 
 # ---------------------------------------------------------------------------
@@ -120,7 +170,7 @@ class GPTBertAttention(nn.Module):
         self.scale = 1.0 / math.sqrt(3 * self.head_dim)
 
     def forward(self, x, keep, rel, index, cache=None):
-        # x: (B, Q, d); keep: (B, 1, Q, K) bool; rel: (R, d); index: (Q, K) long
+        # x: (B, Q, d); keep: (B, 1, Q, K) bool; rel: (R, d); index: (Q, K) or (B, 1, Q, K) long
         B, Q, d = x.shape
         H, D = self.num_heads, self.head_dim
         h = self.pre_layer_norm(x)
@@ -131,7 +181,7 @@ class GPTBertAttention(nn.Module):
         v = v.view(B, Q, H, D).transpose(1, 2)
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx)
-        K = index.shape[1]
+        K = index.shape[-1]
         k, v = k[:, :, :K], v[:, :, :K]  # static caches hand back their whole buffer
 
         pos_q, pos_k = self.in_proj_qk(self.dropout(rel)).chunk(2, dim=-1)  # (R, d) each
@@ -139,7 +189,7 @@ class GPTBertAttention(nn.Module):
         pos_q = pos_q.view(R, H, D).transpose(0, 1)  # (H, R, D)
         pos_k = pos_k.view(R, H, D).transpose(0, 1)
         c2p = torch.gather(q @ pos_k.transpose(-1, -2), -1, index.expand(B, H, Q, K))  # q_i . key_pos[idx(i, j)]
-        p2c = torch.gather(k @ pos_q.transpose(-1, -2), -1, index.t().expand(B, H, K, Q)).transpose(-1, -2)
+        p2c = torch.gather(k @ pos_q.transpose(-1, -2), -1, index.transpose(-1, -2).expand(B, H, K, Q)).transpose(-1, -2)
         bias = ((c2p + p2c) * self.scale).masked_fill(~keep, float("-inf"))
 
         y = F.scaled_dot_product_attention(
@@ -302,6 +352,7 @@ class GPTBertPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = False
     _no_split_modules = ["GPTBertAttention", "GPTBertFeedForward"]
     _supports_sdpa = True
+    _supports_cache_class = True  # transformers 4.x: generate() may hand this model a DynamicCache
     # The official checkpoints store the position-bucket matrix of every layer; it is recomputed here.
     _keys_to_ignore_on_load_unexpected = [r"position_indices$"]
 
@@ -334,7 +385,8 @@ class GPTBertPreTrainedModel(PreTrainedModel):
 
     # -- shared trunk ---------------------------------------------------------
 
-    def _encode(self, input_ids, inputs_embeds, attention_mask, causal, cache=None, output_hidden_states=False):
+    def _encode(self, input_ids, inputs_embeds, attention_mask, causal, cache=None, output_hidden_states=False,
+                position_ids=None):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
         x, rel = self.embedding(input_ids, inputs_embeds)
@@ -342,8 +394,42 @@ class GPTBertPreTrainedModel(PreTrainedModel):
         past = cache.get_seq_length(0) if cache is not None else 0
         cfg = self.config
         keep = _attention_allowed(attention_mask, B, Q, past, causal, x.device)
-        index = relative_index(past, Q, cfg.position_bucket_size, cfg.max_position_embeddings, x.device)
+        index = self._relative_index(position_ids, B, Q, past, cache, x.device)
         return self.transformer(x, keep, rel, index, cache, output_hidden_states)
+
+    def _relative_index(self, position_ids, B: int, Q: int, past: int, cache, device) -> torch.Tensor:
+        """Relative-position bucket indices of the Q new queries against all past + Q keys.
+
+        (Q, K) when every row uses the default positions 0, 1, 2, ...; (B, 1, Q, K) otherwise. The positions
+        of the keys in the cache are those kept on it; a cache without them (filled by a caller that did
+        not go through this model) holds keys at the positions just before the first new query."""
+        cfg = self.config
+        nb, mp = cfg.position_bucket_size, cfg.max_position_embeddings
+        k_past = _cached_positions(cache, B, past) if past > 0 else None
+        if position_ids is None and (past == 0 or k_past is None):
+            if cache is not None:  # default positions: 0 .. past+Q-1 (kept for later calls with position_ids)
+                setattr(cache, _CACHE_POSITIONS, torch.arange(past + Q, device=device)[None])
+            return relative_index(past, Q, nb, mp, device)
+        if position_ids is None:  # continue after the last cached position
+            q_pos = k_past[:, -1:].to(device) + 1 + torch.arange(Q, device=device)[None]
+        else:
+            q_pos = position_ids.to(device=device, dtype=torch.long)
+            if q_pos.dim() == 1:
+                q_pos = q_pos[None]
+            if q_pos.dim() != 2 or q_pos.shape[-1] != Q or q_pos.shape[0] not in (1, B):
+                raise ValueError(f"position_ids must have shape (batch, {Q}) for {Q} new tokens, "
+                                 f"got {tuple(position_ids.shape)}")
+        if past > 0:
+            if k_past is None:  # keys sit just before the first new query
+                k_past = q_pos[:, :1] - past + torch.arange(past, device=device)[None]
+            k_past = k_past.to(device)
+            rows = max(q_pos.shape[0], k_past.shape[0])
+            k_pos = torch.cat([k_past.expand(rows, -1), q_pos.expand(rows, -1)], dim=1)
+        else:
+            k_pos = q_pos
+        if cache is not None:
+            setattr(cache, _CACHE_POSITIONS, k_pos)
+        return relative_index_from_positions(q_pos, k_pos, nb, mp)
 
     def get_input_embeddings(self):
         return self.embedding.word_embedding
@@ -377,7 +463,7 @@ class GPTBertModel(GPTBertPreTrainedModel):
     ):
         output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         hidden, all_hidden = self._encode(input_ids, inputs_embeds, attention_mask, is_causal,
-                                          output_hidden_states=bool(output_hidden_states))
+                                          output_hidden_states=bool(output_hidden_states), position_ids=position_ids)
         if return_dict is False:
             return (hidden,) + ((all_hidden,) if all_hidden is not None else ())
         return BaseModelOutput(last_hidden_state=hidden, hidden_states=all_hidden)
@@ -426,11 +512,12 @@ class GPTBertForCausalLM(_GPTBertWithLMHead, GenerationMixin):
         if self.training and labels is not None:
             use_cache = False
         if use_cache and cache is None:
-            cache = DynamicCache(config=self.config)
+            cache = _new_cache(self.config)
         if not use_cache:
             cache = None
         output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        hidden, all_hidden = self._encode(input_ids, inputs_embeds, attention_mask, True, cache, bool(output_hidden_states))
+        hidden, all_hidden = self._encode(input_ids, inputs_embeds, attention_mask, True, cache,
+                                          bool(output_hidden_states), position_ids)
 
         if isinstance(logits_to_keep, int):
             kept = hidden[:, -logits_to_keep:] if logits_to_keep > 0 else hidden
@@ -448,11 +535,12 @@ class GPTBertForCausalLM(_GPTBertWithLMHead, GenerationMixin):
         if return_dict is False:
             out = (logits, cache) + ((all_hidden,) if all_hidden is not None else ())
             return ((loss,) + out) if loss is not None else out
-        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache, hidden_states=all_hidden)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, hidden_states=all_hidden, **{_CACHE_FIELD: cache})
 
 
 class GPTBertForMaskedLM(_GPTBertWithLMHead):
-    """Bidirectional masked LM. Logits aligned (row i scores token i) unless config.mlm_logits_layout == "mntp"."""
+    """Bidirectional masked LM. config.mlm_logits_layout "mntp" (default): row i scores token i+1, as GPT-BERT
+    computes it; "aligned": row i scores token i, with a uniform row 0."""
 
     def forward(
         self,
@@ -468,14 +556,13 @@ class GPTBertForMaskedLM(_GPTBertWithLMHead):
     ):
         output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         hidden, all_hidden = self._encode(input_ids, inputs_embeds, attention_mask, False,
-                                          output_hidden_states=bool(output_hidden_states))
+                                          output_hidden_states=bool(output_hidden_states), position_ids=position_ids)
         raw = self.classifier(hidden)  # row i scores token i+1
         aligned = self.config.mlm_logits_layout == "aligned"
         if aligned:
-            # Row 0 has no prediction in GPT-BERT (nothing precedes it): a one-hot `<s>` row stands in.
-            first = torch.full_like(raw[:, :1], torch.finfo(raw.dtype).min)
-            first[..., self.config.bos_token_id if self.config.bos_token_id is not None else 1] = 0.0
-            logits = torch.cat([first, raw[:, :-1]], dim=1)
+            # Row 0 has no prediction in GPT-BERT (nothing precedes it): a uniform distribution stands in
+            # (every token log(1/V)), finite, so a scorer that reads it by mistake never sees -inf or ties.
+            logits = torch.cat([torch.zeros_like(raw[:, :1]), raw[:, :-1]], dim=1)
         else:
             logits = raw
 
@@ -517,7 +604,7 @@ class GPTBertForSequenceClassification(GPTBertPreTrainedModel):
     ):
         output_hidden_states = output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         hidden, all_hidden = self._encode(input_ids, inputs_embeds, attention_mask, False,
-                                          output_hidden_states=bool(output_hidden_states))
+                                          output_hidden_states=bool(output_hidden_states), position_ids=position_ids)
         logits = self.head(hidden[:, 0])
 
         loss = None
