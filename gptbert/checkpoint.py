@@ -34,7 +34,7 @@ import re
 import shutil
 import struct
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -226,12 +226,14 @@ def _step_dirs(ckpt_root: Path) -> list[tuple[int, Path]]:
     return sorted(dirs)
 
 
-def _prune(ckpt_root: Path, keep_last: int, just_written: Path) -> None:
+def _prune(ckpt_root: Path, keep_last: int, just_written: Path) -> list[Path]:
+    """Remove all but the `keep_last` newest step folders; milestone folders (chck_*) are never touched."""
     dirs = [d for _, d in _step_dirs(ckpt_root)]
     keep = set(dirs[-keep_last:]) | {just_written}
-    for d in dirs:
-        if d not in keep:
-            shutil.rmtree(d, ignore_errors=True)
+    removed = [d for d in dirs if d not in keep]
+    for d in removed:
+        shutil.rmtree(d, ignore_errors=True)
+    return removed
 
 
 def save_checkpoint(
@@ -244,6 +246,7 @@ def save_checkpoint(
     ema_state: Mapping[str, Tensor] | None = None,
     train_state: Mapping[str, Any] | None = None,
     keep_last: int | None = 3,
+    on_prune: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write `<run_dir>/checkpoints/step_XXXXXXX/` atomically and point `latest` at it.
 
@@ -251,7 +254,8 @@ def save_checkpoint(
     handled by `state_dict_for_save`); `train_state` (optimizer state and
     extras) is pickled into state.pt together with `step` and `tokens_seen`. Afterwards only the `keep_last`
     newest step directories are kept (None keeps all); the one just written
-    is never deleted. Returns the checkpoint directory.
+    is never deleted, and `on_prune` is told of every folder removed.
+    Returns the checkpoint directory.
     """
     if keep_last is not None and keep_last < 1:
         raise ValueError(f"keep_last must be >= 1 or None, got {keep_last}")
@@ -291,7 +295,9 @@ def save_checkpoint(
 
     _atomic_write_text(ckpt_root / LATEST_FILE, name + "\n")
     if keep_last is not None:
-        _prune(ckpt_root, keep_last, final)
+        for d in _prune(ckpt_root, keep_last, final):
+            if on_prune is not None:
+                on_prune(d)
     return final
 
 

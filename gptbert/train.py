@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -393,6 +394,8 @@ def _save(run: _Run, step: int) -> Path | None:
             ema_state=run.ema.state_dict() if run.ema is not None else None,
             train_state={"optimizer": run.optimizer.state_dict(), "skipped_steps": run.skipped_steps},
             config=run.cfg.to_dict(), keep_last=run.cfg.train.keep_last,
+            on_prune=lambda d: print(f"removed checkpoint {d.name} (train.keep_last={run.cfg.train.keep_last})",
+                                     file=sys.stderr),
         )
     dist_utils.barrier(run.d)
     return path

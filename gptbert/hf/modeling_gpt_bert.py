@@ -392,7 +392,6 @@ class GPTBertPreTrainedModel(PreTrainedModel):
         x, rel = self.embedding(input_ids, inputs_embeds)
         B, Q = x.shape[:2]
         past = cache.get_seq_length(0) if cache is not None else 0
-        cfg = self.config
         keep = _attention_allowed(attention_mask, B, Q, past, causal, x.device)
         index = self._relative_index(position_ids, B, Q, past, cache, x.device)
         return self.transformer(x, keep, rel, index, cache, output_hidden_states)
