@@ -63,9 +63,11 @@ import numpy as np
 from .errors import GPTBertError, input_error
 from .io import replace_dir, sha256_file, temp_path, write_synced
 from .tokenizer import BOS_ID, encode_batch, load_tokenizer
+from .words import WordTable, count_words
 
 CORPUS_SUFFIXES = (".train", ".test", ".txt", ".jsonl")
 SPLITS = ("train", "val")
+WORD_TABLE_FILE = "word_table.npy"  # words.WordTable of the tokenizer: the trainer counts words seen with it
 TOKEN_DTYPE = np.uint16
 META_KEYS = (
     "vocab_size",
@@ -340,6 +342,15 @@ def _write_split_files(
     }
 
 
+def _stream_words(path: Path, table: WordTable, chunk: int = 1 << 22) -> int:
+    """Words in a token stream file, counted in chunks (each chunk knows the token before it)."""
+    tokens = np.memmap(path, dtype=TOKEN_DTYPE, mode="r") if path.stat().st_size else np.zeros(0, TOKEN_DTYPE)
+    total = 0
+    for s in range(0, tokens.shape[0], chunk):
+        total += count_words(tokens[s:s + chunk], table, int(tokens[s - 1]) if s else None)
+    return total
+
+
 def prepare_corpus(
     data_dir: str | Path,
     tokenizer_path: str | Path,
@@ -386,12 +397,20 @@ def prepare_corpus(
     tmp.mkdir()
     try:
         counts = _write_split_files(tmp, data_dir, files, tok, is_val, max_doc_lines, max_line_chars, batch_docs)
+        # Words as the trainer counts them (words.py), saved with the table it counts them with.
+        table = WordTable.from_tokenizer(tok)
+        buf = io.BytesIO()
+        np.save(buf, np.stack([table.starts_inside, table.first_is_word, table.ends_in_space]).astype(np.uint8))
+        (tmp / WORD_TABLE_FILE).write_bytes(buf.getvalue())
+        stream_words = {split: _stream_words(tmp / f"{split}.bin", table) for split in SPLITS}
         shutil.copyfile(tokenizer_path, tmp / "tokenizer.json")
         meta: dict[str, Any] = {
             "vocab_size": tok.get_vocab_size(),
             "tokenizer_sha256": sha256_file(tokenizer_path),
             "files": [p.relative_to(data_dir).as_posix() for p in files],
             "words": counts["words"],
+            "train_words": stream_words["train"],
+            "val_words": stream_words["val"],
             "documents": n_docs,
             "train_tokens": counts["train_tokens"],
             "val_tokens": counts["val_tokens"],
