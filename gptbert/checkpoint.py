@@ -62,7 +62,8 @@ LATEST_FILE = "latest"
 REQUIRED_FILES = (MODEL_FILE, STATE_FILE, CONFIG_FILE)
 
 _STEP_DIR = re.compile(r"^step_(\d{7,})$")
-_TEMP_DIR = re.compile(r"^step_\d{7,}\.(?:tmp|old)-(\d+)$")
+_MILESTONE_DIR = re.compile(r"^chck_(\d+)M$")  # BabyLM word-count checkpoints (words.py), never pruned
+_TEMP_DIR = re.compile(r"^(?:step_\d{7,}|chck_\d+M)\.(?:tmp|old)-(\d+)$")
 
 
 def step_dir_name(step: int) -> str:
@@ -247,6 +248,7 @@ def save_checkpoint(
     train_state: Mapping[str, Any] | None = None,
     keep_last: int | None = 3,
     on_prune: Callable[[Path], None] | None = None,
+    name: str | None = None,
 ) -> Path:
     """Write `<run_dir>/checkpoints/step_XXXXXXX/` atomically and point `latest` at it.
 
@@ -255,7 +257,8 @@ def save_checkpoint(
     extras) is pickled into state.pt together with `step` and `tokens_seen`. Afterwards only the `keep_last`
     newest step directories are kept (None keeps all); the one just written
     is never deleted, and `on_prune` is told of every folder removed.
-    Returns the checkpoint directory.
+    `name` saves a milestone instead (`chck_10M`): same files, its own folder,
+    `latest` and pruning untouched. Returns the checkpoint directory.
     """
     if keep_last is not None and keep_last < 1:
         raise ValueError(f"keep_last must be >= 1 or None, got {keep_last}")
@@ -263,7 +266,10 @@ def save_checkpoint(
     ckpt_root.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(ckpt_root)
 
-    name = step_dir_name(step)
+    milestone = name is not None
+    if milestone and not _MILESTONE_DIR.match(name):
+        raise ValueError(f"milestone names look like chck_10M, got {name!r}")
+    name = name or step_dir_name(step)
     final = ckpt_root / name
     tmp = ckpt_root / f"{name}.tmp-{os.getpid()}"
     if tmp.exists():
@@ -293,6 +299,8 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
+    if milestone:
+        return final
     _atomic_write_text(ckpt_root / LATEST_FILE, name + "\n")
     if keep_last is not None:
         for d in _prune(ckpt_root, keep_last, final):

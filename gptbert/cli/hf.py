@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from ..convert.export_hf import export_hf
 from ..convert.import_hf import import_hf
+from ..convert.revisions import export_revisions, push_commands, push_revisions
 from ..errors import GPTBertError
 from ..generate import generate_text
 from ..hf import DEFAULT_MLM_LAYOUT, MLM_LAYOUTS, PIPELINE_BACKEND
@@ -23,6 +25,22 @@ MODEL_HELP = "run folder, quickstart --out folder, checkpoints/ folder, or a che
 
 def cmd_export(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
+    if args.all_checkpoints:
+        kw = dict(raw=args.raw, tokenizer=args.tokenizer, mlm_logits_layout=args.mlm_layout, force=args.force,
+                  results=args.results or ())
+        if args.push_to:  # checked before hours of exports: the push needs huggingface_hub
+            import huggingface_hub  # noqa: F401
+        folders = export_revisions(args.checkpoint, args.out_dir, **kw)
+        print(f"exported {len(folders)} folders (every milestone + main) in {time.perf_counter() - t0:.0f}s -> "
+              f"{args.out_dir}")
+        if args.push_to:
+            pushed = push_revisions(args.out_dir, args.push_to)
+            print(f"pushed {len(pushed)} revisions to {args.push_to}: {', '.join(pushed)}")
+        else:
+            print("push each folder as the revision of its name (or pass --push-to USER/MODEL):")
+            for c in push_commands(Path(args.out_dir)):
+                print(f"  {c}")
+        return
     out = export_hf(args.checkpoint, args.out_dir, raw=args.raw, tokenizer=args.tokenizer,
                     mlm_logits_layout=args.mlm_layout, force=args.force, results=args.results or ())
     weights = "raw trained weights" if args.raw else "EMA weights where the checkpoint has them"
@@ -72,6 +90,11 @@ def add_parsers(subparsers) -> None:
                    help="results.json of `gptbert eval` / `gptbert finetune` to list in the model card "
                         "(repeatable; results.json files in the run folder are found by themselves)")
     s.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists")
+    s.add_argument("--all-checkpoints", action="store_true",
+                   help="export every BabyLM milestone (checkpoints/chck_1M ...) to OUT_DIR/chck_NM and the final model "
+                        "to OUT_DIR/main, one folder per hub revision")
+    s.add_argument("--push-to", metavar="USER/MODEL",
+                   help="with --all-checkpoints: upload each folder as the hub revision of its name (huggingface_hub)")
     s.set_defaults(fn=cmd_export)
 
     s = subparsers.add_parser("import-hf", help="convert an official GPT-BERT HF folder into a checkpoint of ours")
