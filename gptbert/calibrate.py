@@ -69,3 +69,31 @@ def steps_for_budget(cfg: RunConfig, seconds: float) -> int:
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if cost(mid) < seconds else (lo, mid)
     return lo
+
+
+def steps_for_words(cfg: RunConfig, words_per_token: float) -> int:
+    """The smallest max_steps whose schedule reads `cfg.train.max_words` words (cfg is not changed).
+
+    The schedules depend on max_steps (the batch ramp and the row lengths are fractions of the run),
+    so the run's tokens are summed for each candidate length; `words_per_token` is what the data
+    pipeline delivers (words per row token, measured on the corpus). The trainer still stops at the
+    exact word count, which this estimate only has to reach.
+    """
+    target = cfg.train.max_words
+    if target <= 0 or words_per_token <= 0:
+        raise ValueError("steps_for_words needs a positive max_words and words_per_token")
+    trial = copy.deepcopy(cfg)
+
+    def words(n: int) -> float:
+        trial.train.max_steps = n
+        return words_per_token * sum(step_shape(s, trial).tokens for s in range(n))
+
+    lo, hi = 0, 1
+    while words(hi) < target:
+        lo, hi = hi, hi * 2
+        if hi > 10**7:
+            raise ValueError("max_words is out of reach of 10M steps")
+    while lo < hi - 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if words(mid) >= target else (mid, hi)
+    return hi

@@ -144,12 +144,18 @@ class TrainConfig:
     save_minutes: float = _f(0.0, "also save a checkpoint after every this many minutes of wall-clock time (0 = off)")
     keep_last: int = _f(3, "checkpoints kept on disk")
     time_budget: float = _f(0.0, "stop after this many minutes of training, saving a checkpoint (0 = no limit)")
+    max_words: int = _f(0, "stop once this many words have been seen, repeats counted (e.g. 100M for BabyLM "
+                           "strict-small; 0 = no limit); with max_steps 0 the schedules are fitted to it")
+    milestones: bool = _f(True, "save the BabyLM word-count checkpoints chck_1M ... chck_10M, chck_20M ... chck_100M, "
+                                "chck_200M ... chck_1000M as they are reached (never removed by keep_last)")
     max_bad_steps: int = _f(5, "steps with a non-finite gradient are skipped; stop after this many in a row")
     tensorboard: bool = _f(True, "also write TensorBoard events when tensorboard is installed")
     progress: bool = _f(True, "show a progress bar")
 
     def validate(self, where: str = "train") -> None:
-        _check(self.max_steps > 0, where, "max_steps", "must be positive")
+        _check(self.max_steps > 0 or self.max_words > 0, where, "max_steps",
+               "must be positive (or 0 with a max_words budget, which then sets it)")
+        _check(self.max_words >= 0, where, "max_words", "must be >= 0")
         _check(self.seq_length >= 2, where, "seq_length", "must be >= 2")
         top = self.seq_length * (4 if self.seq_schedule else 1)
         _check(top <= 512, where, "seq_length",
@@ -240,6 +246,20 @@ def config_from_dict(d: dict[str, Any], where: str = "config") -> RunConfig:
     return RunConfig(**out)
 
 
+_SUFFIX = {"k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9}
+
+
+def _parse_count(text: str) -> int:
+    """An integer written as 100000, 1e5, 100K, 100M or 1.5B (word and token budgets)."""
+    t = text.strip().replace("_", "").replace(",", "")
+    mult = _SUFFIX.get(t[-1:].lower(), 1)
+    number = float(t[:-1] if mult != 1 else t)
+    value = number * mult
+    if not value.is_integer():
+        raise ValueError
+    return int(value)
+
+
 def _coerce(value: Any, f: dataclasses.Field, where: str) -> Any:
     """Convert a YAML/CLI value to the field's type, or explain why it can't be."""
     typ = f.type if isinstance(f.type, str) else f.type.__name__
@@ -255,7 +275,9 @@ def _coerce(value: Any, f: dataclasses.Field, where: str) -> Any:
                 raise ValueError
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError
-            return int(float(value)) if isinstance(value, str) and ("e" in value.lower()) else int(value)
+            if isinstance(value, str):
+                return _parse_count(value)
+            return int(value)
         if typ == "float":
             if isinstance(value, bool):
                 raise ValueError
