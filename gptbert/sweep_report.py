@@ -222,7 +222,8 @@ def markdown(sw: dict) -> str:
     lines.append(f"Scale: base config `{sw['base'].get('config') or 'defaults'}`"
                  + (f" + {sw['base']['overrides']}" if sw["base"].get("overrides") else "")
                  + (f", {sw['base']['params']:,} parameters" if sw["base"].get("params") else "")
-                 + f"; budget {b['amount']:g} {b['kind']} per cell = {', '.join(map(str, b['steps_per_cell']))} steps"
+                 + f"; budget {b['amount']:g} {b['kind']} per cell"
+                 + ("" if b["kind"] == "steps" else f" = {', '.join(map(str, b['steps_per_cell']))} steps")
                  + (f", {', '.join(f'{t:,}' for t in tokens)} tokens" if tokens else "")
                  + f"; seeds {sw['spec']['seeds']}.")
     cal = sw.get("calibration")

@@ -395,3 +395,44 @@ def test_torchrun_launcher(setup, grid, tmp_path):
         # rows are spread over 2 ranks in whole micro-batches, so the data differ from 1 process: close, not equal
         assert abs(c["metrics"]["val_loss_masked"] - one[c["id"]]["metrics"]["val_loss_masked"]) < 0.5
         assert (out / "cells" / c["id"] / "train" / "checkpoints" / "step_0000006").is_dir()
+
+
+def _synthetic(report_temperature: str = "t1") -> dict:
+    """A sweep.json-shaped dict with two dimensions (an axis and rows) and made-up numbers."""
+    import itertools
+
+    ratios, rows = ["1:1", "1:7"], ["GPT-BERT", "w/o gate"]
+    settings = []
+    for i, (r, w) in enumerate(itertools.product(ratios, rows)):
+        mean = {"val_loss_masked": 4.0 + i / 10, "val_loss_causal": 5.0 - i / 10}
+        for mode in ("causal", "mntp"):
+            mean[f"blimp/{mode}"] = 60.0 + i
+            mean[f"blimp/{mode}/best_T"] = 70.0 + i
+            mean[f"supp/{mode}/best_T"] = 55.0 + i
+            mean[f"supp/{mode}/blimp_T"] = 52.0 + i
+            mean[f"supp/{mode}"] = 50.0 + i
+        settings.append({"labels": [r, w], "n": 1, "mean": mean, "std": {k: None for k in mean}})
+    return {"dimensions": [{"name": "objective.causal_ratio", "title": "causal:masked", "labels": ratios},
+                           {"name": "row", "title": "setting", "labels": rows}],
+            "settings": settings, "eval": {"tasks": ["blimp", "supp"], "modes": ["causal", "mntp"], "precision": "fp32",
+                                           "limit": None, "temperature_sweep": True},
+            "report_temperature": report_temperature, "spec": {"table_mode": "mntp", "seeds": "0"},
+            "budget": {"kind": "steps", "amount": 4, "steps_per_cell": [4]}, "calibration": None,
+            "base": {"config": "tiny", "overrides": {}, "params": 12345}, "cells": [], "complete": True}
+
+
+def test_report_with_two_dimensions_and_best_temperature(tmp_path):
+    from gptbert.sweep_report import markdown, write_figures
+
+    md = markdown(_synthetic())
+    assert "| causal:masked / setting | causal | mntp |" in md
+    assert "| 1:7 / w/o gate | **63.0** | **63.0** |" in md  # T=1, the best of its column in bold
+    assert "### 1:1" in md and "### 1:7" in md  # one Table 2 per ratio
+    assert "| w/o gate | +0.100 | -0.100 | +1.0 | +1.0 |" in md
+    best = markdown(_synthetic("best"))
+    assert "| 1:7 / w/o gate | **73.0** | **73.0** |" in best  # best T
+    assert "## supp (accuracy %, best T (supplement: BLiMP's T))" in best and "| 1:1 / GPT-BERT | 52.0 |" in best
+    names = sorted(p.name for p in write_figures(_synthetic(), tmp_path))
+    assert names == ["figure2_GPT-BERT.png", "figure2_w_o_gate.png", "table2_1_1.png", "table2_1_7.png"]
+    for n in names:
+        _png_size(tmp_path / n)

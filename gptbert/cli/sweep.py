@@ -43,11 +43,13 @@ examples:
   gptbert sweep --data ../shared/data/pretrain --out runs/sweep-ratio --config cpu-quick \\
       --axis objective.causal_ratio=causal-only,1:1,1:7,1:15,masked-only --minutes 15
 
-  # Table 2 ablations (named override sets; the first row is the reference)
+  # Table 2 ablations (named override sets; the first row is the reference of the differences)
   gptbert sweep --data ../shared/data/pretrain --out runs/sweep-ablations --config cpu-quick --minutes 15 \\
       --row "GPT-BERT" --row "w/o layer weights: model.layer_weighting=false" \\
       --row "w/o attention gate: model.attention_gate=false" \\
-      --row "w/o mask scheduling: objective.mask_p_start=0.15" --row "w/o batch scheduling: train.batch_ramp=false"
+      --row "w/o mask scheduling: objective.mask_schedule=false" --row "w/o batch scheduling: train.batch_ramp=false"
+  (any section.key of `gptbert train --help` works; where a switch does not exist, a fixed mask rate is
+  objective.mask_p_start=0.15, i.e. mask_p_end)
 
   # continue a stopped sweep / rebuild its tables and figures
   gptbert sweep --spec runs/sweep-ratio/spec.yaml
