@@ -209,7 +209,9 @@ def scale_line(sw: dict) -> str:
     base = sw["base"]
     n = base.get("params") or 0
     params = f"{n / 1e6:.1f}M params" if n >= 1e6 else f"{n / 1e3:.0f}K params"
-    return f"{base.get('config') or 'defaults'}, {params}, {amount} per cell ({steps} steps)"
+    subset = ", SUBSET evaluation (--eval-limit)" if sw["eval"].get("limit") else ""
+    per_cell = f"{amount} per cell" + ("" if b["kind"] == "steps" else f" ({steps} steps)")
+    return f"{base.get('config') or 'defaults'}, {params}, {per_cell}{subset}"
 
 
 def markdown(sw: dict) -> str:
@@ -220,7 +222,7 @@ def markdown(sw: dict) -> str:
     tokens = sorted({c["tokens_seen"] for c in done})
     lines = [f"# Sweep: {dims}", ""]
     lines.append(f"Scale: base config `{sw['base'].get('config') or 'defaults'}`"
-                 + (f" + {sw['base']['overrides']}" if sw["base"].get("overrides") else "")
+                 + "".join(f" --{k} {v}" for k, v in (sw["base"].get("overrides") or {}).items())
                  + (f", {sw['base']['params']:,} parameters" if sw["base"].get("params") else "")
                  + f"; budget {b['amount']:g} {b['kind']} per cell"
                  + ("" if b["kind"] == "steps" else f" = {', '.join(map(str, b['steps_per_cell']))} steps")

@@ -113,13 +113,16 @@ def _panel(c: Canvas, left: int, top: int, w: int, h: int, panel: Panel, x_label
         c.rect(x, plot_bottom, x + 1, plot_bottom + 3 * scale, BLACK)
         y = plot_bottom + 5 * scale + (9 * scale if stagger and i % 2 else 0)
         c.text(x - text_width(s, scale) // 2, y, s, BLACK, scale)
-    for name, ys in panel.series.items():
+    for k, (name, ys) in enumerate(panel.series.items()):
         color = colors[name]
+        # Later series are drawn thinner and with smaller markers on top, so equal values stay visible.
+        width = max(1, round(scale * (2.0 - 0.5 * min(k, 2))))
+        r = max(1, round(scale * (3.0 - 0.8 * min(k, 2))))
         errs = panel.errors.get(name) or [None] * len(ys)
         pts = [(x, ypix(y)) if y is not None and math.isfinite(y) else None for x, y in zip(xs, ys)]
         for a, b in zip(pts, pts[1:]):
             if a and b:
-                _line(c, *a, *b, color, max(2, scale))
+                _line(c, *a, *b, color, width)
         for p, y, e in zip(pts, ys, errs):
             if p is None:
                 continue
@@ -128,7 +131,7 @@ def _panel(c: Canvas, left: int, top: int, w: int, h: int, panel: Panel, x_label
                 c.rect(p[0], y1, p[0] + max(1, scale // 2), y0 + 1, color)
                 for yy in (y0, y1):
                     c.rect(p[0] - 3 * scale, yy, p[0] + 3 * scale + 1, yy + max(1, scale // 2), color)
-            c.rect(p[0] - 2 * scale, p[1] - 2 * scale, p[0] + 2 * scale + 1, p[1] + 2 * scale + 1, color)
+            c.rect(p[0] - r, p[1] - r, p[0] + r + 1, p[1] + r + 1, color)
 
 
 def line_panels_png(path: str | Path, title: str, x_labels: Sequence[str], panels: Sequence[Panel],
