@@ -193,6 +193,21 @@ def test_resume_skips_finished_cells(grid, capsys):
     assert _mtimes(grid) == before
 
 
+def test_new_eval_options_evaluate_again_without_training(setup, grid, tmp_path, capsys):
+    out = tmp_path / "reeval"
+    shutil.copytree(grid, out)
+    before = _mtimes(out)
+    assert main(_grid(setup, out, "--eval-modes", "causal,mntp")) == 0
+    assert "0 done, 4 to evaluate, 0 to train" in capsys.readouterr().out
+    after = _mtimes(out)
+    weights = [k for k in before if k.endswith(".safetensors")]
+    assert weights and all(after[k] == before[k] for k in weights)  # not retrained
+    assert all(after[k] != before[k] for k in before if k.endswith("results.json"))
+    s = _sweep_json(out)
+    assert s["eval"]["modes"] == ["causal", "mntp"] and all("blimp_mini/fused" not in c["metrics"] for c in s["cells"])
+    assert not list(out.glob("cells/*/eval/predictions_fused.json"))  # the old evaluation's files are gone
+
+
 def test_interrupted_cell_continues_from_its_checkpoint(setup, grid, tmp_path, capsys):
     out = tmp_path / "moved"
     shutil.copytree(grid, out)  # a sweep folder can move: paths are rewritten, the config hashes exclude them
