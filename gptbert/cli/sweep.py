@@ -385,8 +385,8 @@ def add_parsers(sub) -> None:
     d.add_argument("--val-fraction", type=float, help="documents held out for the validation losses (default: 0.01)")
     e = s.add_argument_group("evaluation (per cell, EMA weights)")
     e.add_argument("--eval-tasks", help="comma-separated tasks of `gptbert eval` ('' = validation losses only; default: "
-                                        f"{','.join(sw.DEFAULT_TASKS)}: about 35 minutes per cpu-quick cell on a 2-core "
-                                        "CPU, most of it blimp_filtered)")
+                                        f"{','.join(sw.DEFAULT_TASKS)}: roughly half an hour per cpu-quick cell on a 2-core "
+                                        "CPU (an estimate), most of it blimp_filtered)")
     e.add_argument("--eval-modes", help=f"comma-separated scoring modes (default: {','.join(sw.DEFAULT_MODES)}; "
                                         "LAMBADA has no fused mode)")
     e.add_argument("--eval-precision", choices=("bf16", "fp32"), help="transformer precision in evaluation; sums "
