@@ -13,7 +13,7 @@ import sys
 
 from ..errors import GPTBertError, did_you_mean
 from ..io import is_disk_full
-from . import evaluate, exits, hf, pretrain
+from . import evaluate, exits, hf, pretrain, sweep
 
 # command -> the module that defines it (the order of `gptbert --help`)
 COMMANDS = {
@@ -21,6 +21,7 @@ COMMANDS = {
     "prepare": pretrain,
     "train": pretrain,
     "quickstart": pretrain,
+    "sweep": sweep,
     "eval": evaluate,
     "finetune": evaluate,
     "export": hf,
