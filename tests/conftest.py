@@ -79,3 +79,27 @@ def tiny_config(data: Path, out: Path, vocab_size: int, **train_overrides):
         train=TrainConfig(**train),
     )
     return cfg.validate()
+
+
+# ---------------------------------------------------------------------------
+# The fast tier: `python -m pytest -m unit` (well under a minute on 2 cores, run alone). A test is a
+# unit test when its module is listed here and it is not one of the heavier tests below; everything
+# else (training runs, subprocesses, wheel builds, transformers exports, fuzzing) is in the full suite.
+
+UNIT_MODULES = {
+    "test_layers", "test_objectives", "test_optim", "test_precision", "test_model", "test_eval_scoring",
+    "test_eval_minimal_pairs", "test_eval_lambada", "test_checkpoint", "test_tokenizer", "test_corpus",
+    "test_words", "test_finetune", "test_eval_cli", "test_cli", "test_data", "test_config",
+}
+NOT_UNIT = (
+    "test_parameter_counts", "test_metrics_equal_scikit_learn", "test_finetune_end_to_end", "real_corpus",
+    "real_rte", "test_bf16_and_fp32", "trained_checkpoint", "test_real_corpus_counts", "test_no_traceback",
+    "test_corrupted_checkpoint_on_resume",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        if module in UNIT_MODULES and not any(k in item.nodeid for k in NOT_UNIT) and "slow" not in item.keywords:
+            item.add_marker(pytest.mark.unit)
