@@ -11,7 +11,7 @@ from . import report
 from .forward import EvalModel
 from .lambada import LAMBADA_MODES, evaluate_lambada, load_lambada
 from .minimal_pairs import DEFAULT_EWOK_PASSWORD, PairResult, evaluate_task, load_task, task_result_dict
-from .scoring import MODES, SWEEP_TEMPERATURES, SentenceScorer
+from .scoring import MODES, SWEEP_TEMPERATURES, TIE_RULES, SentenceScorer
 
 LAMBADA_NAMES = ("lambada",)
 
@@ -21,13 +21,19 @@ def run_suite(model, tokenizer, tasks: Sequence[str], modes: Sequence[str], out_
               predict_temperature: float = 1.0, ewok_password: str = DEFAULT_EWOK_PASSWORD,
               ewok_predictions: bool = False, limit: int | None = None, max_tokens: int = 4096,
               progress: bool = True, charts: bool = True, info: dict | None = None,
+              ties: str = "wrong", ewok_scoring: str = "full",
               log: Callable[[str], None] = print) -> dict:
     """Evaluate `model` on minimal-pair tasks and/or LAMBADA in each mode.
 
     Returns the results dict (also written to out_dir/results.json when out_dir is given, together
     with report.md, predictions_<mode>.json in the BabyLM 2024 submission format and one
     accuracy_<task>.png bar chart per task).
+
+    ties: "wrong" (a tie counts as wrong) or "correct" (the official 2025 rule).
+    ewok_scoring: "full" (context + target, the paper's way) or "target" (the 2025 pipeline's).
     """
+    if ties not in TIE_RULES:
+        raise GPTBertError(f"unknown tie rule '{ties}' (choose from {', '.join(TIE_RULES)})")
     for m in modes:
         if m not in MODES:
             raise GPTBertError(f"unknown scoring mode '{m}' (choose from {', '.join(MODES)})")
@@ -67,7 +73,7 @@ def run_suite(model, tokenizer, tasks: Sequence[str], modes: Sequence[str], out_
         order = sorted(modes, key=lambda m: m == "fused")  # fused last, to reuse the other two
         for m in order:
             t0 = time.perf_counter()
-            raw[task.name][m] = evaluate_task(scorer, task, m, cache)
+            raw[task.name][m] = evaluate_task(scorer, task, m, cache, ties=ties, ewok_scoring=ewok_scoring)
             dt = time.perf_counter() - t0
             timing[task.name][m] = {"seconds": dt, "pairs_per_second": len(task.pairs) / max(dt, 1e-9)}
         raw[task.name] = {m: raw[task.name][m] for m in modes}
@@ -89,7 +95,9 @@ def run_suite(model, tokenizer, tasks: Sequence[str], modes: Sequence[str], out_
         "precision": precision,
         "temperatures": {"sweep": list(temperatures), "greedy_limit": "T->0 = ranking by sum of (target logit - max logit)",
                          "predictions_at": predict_temperature},
-        "ties": "a pair whose two sentences score exactly the same counts as wrong",
+        "ties": {"rule": ties, "note": "a pair whose two sentences score exactly the same counts as "
+                                        + ("wrong" if ties == "wrong" else "correct (the official BabyLM 2025 rule)")},
+        "ewok_scoring": ewok_scoring,
         "tasks": pair_results,
     }
     if lambada:
