@@ -12,6 +12,7 @@ from .forward import EvalModel
 from .lambada import LAMBADA_MODES, evaluate_lambada, load_lambada
 from .minimal_pairs import DEFAULT_EWOK_PASSWORD, PairResult, evaluate_task, load_task, task_result_dict
 from .scoring import MODES, SWEEP_TEMPERATURES, TIE_RULES, SentenceScorer
+from .tasks2025.run import is_task_2025, run_tasks_2025, summary_table
 
 LAMBADA_NAMES = ("lambada",)
 
@@ -21,7 +22,7 @@ def run_suite(model, tokenizer, tasks: Sequence[str], modes: Sequence[str], out_
               predict_temperature: float = 1.0, ewok_password: str = DEFAULT_EWOK_PASSWORD,
               ewok_predictions: bool = False, limit: int | None = None, max_tokens: int = 4096,
               progress: bool = True, charts: bool = True, info: dict | None = None,
-              ties: str = "wrong", ewok_scoring: str = "full",
+              ties: str = "wrong", ewok_scoring: str = "full", data_dir_2025: str | Path | None = None,
               log: Callable[[str], None] = print) -> dict:
     """Evaluate `model` on minimal-pair tasks and/or LAMBADA in each mode.
 
@@ -31,6 +32,9 @@ def run_suite(model, tokenizer, tasks: Sequence[str], modes: Sequence[str], out_
 
     ties: "wrong" (a tie counts as wrong) or "correct" (the official 2025 rule).
     ewok_scoring: "full" (context + target, the paper's way) or "target" (the 2025 pipeline's).
+    BabyLM 2025 tasks (entity_tracking[_fast], wug_adj, wug_past, reading, comps; see
+    `tasks2025`) are read from data_dir_2025 (default ../shared/data/babylm2025), scored at
+    T=1, and their official-format outputs go to out_dir/zero_shot/<mode>/.
     """
     if ties not in TIE_RULES:
         raise GPTBertError(f"unknown tie rule '{ties}' (choose from {', '.join(TIE_RULES)})")
@@ -53,7 +57,11 @@ def run_suite(model, tokenizer, tasks: Sequence[str], modes: Sequence[str], out_
     raw: dict[str, dict[str, PairResult]] = {}
     lambada: dict[str, dict] = {}
     timing: dict[str, dict[str, dict]] = {}
+    tasks_2025: list[str] = []
     for spec in tasks:
+        if is_task_2025(spec):
+            tasks_2025.append(spec)
+            continue
         if _is_lambada(spec):
             path = Path(data_dir or _default_dir()) / "lambada" if str(spec) == "lambada" else Path(spec)
             items = load_lambada(path, limit)
@@ -102,12 +110,21 @@ def run_suite(model, tokenizer, tasks: Sequence[str], modes: Sequence[str], out_
     }
     if lambada:
         results["lambada"] = lambada
+    by_2025 = {}
+    if tasks_2025:
+        by_2025 = run_tasks_2025(em, tokenizer, tasks_2025, modes, out_path, data_dir=data_dir_2025, ties=ties,
+                                 limit=limit, max_tokens=max_tokens, progress=progress, log=log)
+        results["babylm2025"] = {name: {m: r.summary for m, r in by_mode.items()} for name, by_mode in by_2025.items()}
 
     if out_path is not None:
         report.write_json(out_path / "results.json", results)
         header = (f"# gptbert eval\n\ncheckpoint: {(info or {}).get('checkpoint', '-')}  \n"
                   f"weights: {(info or {}).get('weights', '-')}, precision: {precision}")
-        report.write_report_md(out_path / "report.md", header, pair_results, lambada or None)
+        extra = None
+        if by_2025:
+            extra = ("## BabyLM 2025 tasks (T=1; official-format outputs in zero_shot/<mode>/)\n\n```\n"
+                     + summary_table(results["babylm2025"]) + "\n```")
+        report.write_report_md(out_path / "report.md", header, pair_results, lambada or None, extra)
         for m in modes:
             preds: dict[str, dict] = {}
             for name, by_mode in raw.items():
