@@ -20,7 +20,8 @@ from gptbert.eval.report import summary_table
 from gptbert.eval.scoring import SentenceScorer
 from gptbert.eval.suite import run_suite
 from gptbert.eval.tasks2025 import aoa, comps, entity_tracking, reading, run, stats, wug
-from gptbert.eval.tasks2025.common import ChoiceItem, choose, score_choices, split_at_chars, write_official
+from gptbert.eval.tasks2025.common import ChoiceItem, MemoScorer, choose, score_choices, split_at_chars
+from gptbert.eval.tasks2025.common import write_official
 from gptbert.model import GPTBERT
 from gptbert.tokenizer import BOS_ID, MASK_ID, train_tokenizer
 
@@ -101,8 +102,9 @@ def test_split_at_chars_keeps_the_whole_sentence_and_gives_the_space_to_the_comp
 
 @pytest.mark.parametrize("mode", ["causal", "mntp", "fused", "prefix"])
 def test_choice_scores_match_one_forward_per_token(model, tok, mode):
-    items = [ChoiceItem("regular_0_ops", [_box_prefix(i) + o for o in ("the hat.", "the coin and the book.", "nothing.")],
-                        [len(_box_prefix(i))] * 3, ["the hat.", "the coin and the book.", "nothing."]) for i in range(2)]
+    options = ["the hat.", "the coin and the book.", "nothing."]
+    items = [ChoiceItem("regular_0_ops", [_box_prefix(i) + o for o in options], [len(_box_prefix(i))] * 3, options)
+             for i in range(2)]
     items.append(ChoiceItem("w", ["A pear can roll.", "A pear can rolled."], [0, 0], ["a", "b"]))
     items.append(ChoiceItem("c", ["The cup is on the table.", "The shoe is on the table."], [8, 9], ["x", "y"]))
     got = [score_choices(SentenceScorer(model, tok, temperatures=(1.0,), max_tokens=64), [it], mode)[0] for it in items]
@@ -110,6 +112,15 @@ def test_choice_scores_match_one_forward_per_token(model, tok, mode):
         for text, start, value in zip(it.texts, it.starts, row):
             ids, scored = _official_positions(tok, text, start)
             assert value == pytest.approx(_brute(model, ids, scored, mode, prefix_len=scored[0]), abs=2e-4)
+
+
+def test_memo_scorer_gives_fused_as_causal_plus_mntp_without_scoring_again(model, tok, monkeypatch):
+    items = [((20, 21), (22, 23, 24)), ((), (30, 31))]
+    sc = MemoScorer(model, tok, temperatures=(1.0,))
+    c, m = sc.score(items, "causal"), sc.score(items, "mntp")
+    monkeypatch.setattr(SentenceScorer, "score", lambda *a, **k: pytest.fail("scored again"))
+    np.testing.assert_allclose(sc.score(items, "fused").logprob, c.logprob + m.logprob)
+    assert sc.score(items, "causal") is c and len(sc.memo) == 3
 
 
 def test_tie_rules_on_crafted_scores():
@@ -165,7 +176,7 @@ def test_child_aoa_agrees_with_scipy_curve_fit_on_the_cdi_data():
     """The official code fits the children's curves with scipy; our numpy fit gives the same AoAs."""
     scipy_fit = aoa._fit("scipy") if _has_scipy() else pytest.skip("scipy not installed")
     ages, human = aoa.load_cdi_human(DATA / aoa.HUMAN)
-    words = sorted(human)[::3]
+    words = sorted(human)[::6]
     same_pattern, diffs = 0, []
     for w in words:
         ours, ref = aoa.child_aoa(ages, human[w]), aoa.child_aoa(ages, human[w], scipy_fit)
@@ -413,8 +424,8 @@ def test_readers_on_the_shared_2025_data():
 def _ewok(tmp_path) -> Path:
     d = tmp_path / "ewok_tiny"
     _write_jsonl(d / "physical-relations.jsonl", [
-        {"Domain": "physical-relations", "Context1": "The cup is on the table.", "Target1": "The table is under the cup.",
-         "Target2": "The cup is under the table."},
+        {"Domain": "physical-relations", "Context1": "The cup is on the table.",
+         "Target1": "The table is under the cup.", "Target2": "The cup is under the table."},
         {"Domain": "physical-relations", "Context1": "A pear can roll.", "Target1": "The pear is round.",
          "Target2": "The pear is a box."}])
     return d
@@ -453,8 +464,9 @@ def test_tie_counts_as_correct_only_under_the_official_rule(tmp_path, model, tok
 
 
 def test_suite_runs_2025_tasks_and_labels_the_rules(tmp_path, model, tok):
-    wug_dir = _write_jsonl(tmp_path / "wug_past_tense" / "wug_past_tense.jsonl", [
-        {"sentences": f"The {t} rolled.\tThe {t} rollt.", "ratio": r} for t, r in zip(_THINGS, np.linspace(0, 1, 8))]).parent
+    recs = [{"sentences": f"The {t} rolled.\tThe {t} rollt.", "ratio": r}
+            for t, r in zip(_THINGS, np.linspace(0, 1, 8))]
+    wug_dir = _write_jsonl(tmp_path / "wug_past_tense" / "wug_past_tense.jsonl", recs).parent
     out = tmp_path / "out"
     res = run_suite(model, tok, [str(_ewok(tmp_path)), f"wug_past={wug_dir}"], ["causal", "mntp"], out,
                     precision="fp32", progress=False, sweep=False, charts=False, ties="correct", ewok_scoring="target")

@@ -12,6 +12,8 @@ context + target are exactly the tokens of the whole sentence.
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -22,7 +24,7 @@ import numpy as np
 
 from ...errors import GPTBertError, input_error
 from ..report import write_json
-from ..scoring import TIE_RULES, SentenceScorer
+from ..scoring import TIE_RULES, Scores, SentenceScorer
 
 TIE_NOTES = {
     "wrong": "an item whose correct answer only ties for the best score counts as wrong (gptbert default)",
@@ -94,7 +96,8 @@ def jsonl_files(path: Path, what: str) -> list[Path]:
 # Scoring
 
 
-def split_at_chars(tokenizer, texts: Sequence[str], starts: Sequence[int]) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+def split_at_chars(tokenizer, texts: Sequence[str],
+                   starts: Sequence[int]) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
     """(context ids, target ids) per text: the target is every token of the whole text whose
     character span ends after `start` (the official rule; see the module docstring)."""
     encs = tokenizer.encode_batch(list(texts), add_special_tokens=False)
@@ -126,6 +129,37 @@ def score_choices(scorer: SentenceScorer, items: Sequence[ChoiceItem], mode: str
     pairs = split_at_chars(scorer.tokenizer, flat_texts, flat_starts)
     scores = scorer.score(pairs, mode, desc=desc)
     return scores.column(temperature).reshape(len(items), k)
+
+
+class MemoScorer(SentenceScorer):
+    """A SentenceScorer that remembers what it scored, so that a task run in several modes
+    gets fused = causal + mntp for free (the sum the scorer would compute anyway)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.memo: dict[tuple[str, bytes], Scores] = {}
+
+    def score(self, items, mode: str, desc: str | None = None) -> Scores:
+        digest = hashlib.sha1(repr([(tuple(c), tuple(t)) for c, t in items]).encode()).digest()
+        if (mode, digest) not in self.memo:
+            parts = [self.memo.get((m, digest)) for m in ("causal", "mntp")]
+            if mode == "fused" and all(p is not None for p in parts):
+                self.memo[mode, digest] = parts[0] + parts[1]
+            else:
+                self.memo[mode, digest] = super().score(items, mode, desc)
+        return self.memo[mode, digest]
+
+
+def with_trie_rows(scorer: SentenceScorer, row_tokens: int) -> SentenceScorer:
+    """The same scorer (and memo) with prefix-tree rows of at least `row_tokens` nodes (causal
+    mode). Entity tracking's five options share a ~130-token prefix: rows that hold whole items
+    score it once per item instead of once per option (2.5x faster than 64-node rows)."""
+    if scorer.trie_row_tokens >= row_tokens:
+        return scorer
+    out = copy.copy(scorer)
+    out.trie_row_tokens = row_tokens
+    out.max_tokens = max(scorer.max_tokens, row_tokens)
+    return out
 
 
 def choose(scores: np.ndarray, ties: str) -> np.ndarray:

@@ -41,6 +41,7 @@ from .common import (
     score_choices,
     subset_note,
     text_report,
+    with_trie_rows,
 )
 
 # Item counts per subset, as collate_preds.py checks them.
@@ -92,7 +93,7 @@ def evaluate_entity_tracking(scorer: SentenceScorer, items: list[ChoiceItem], mo
     default `name`), which names the output folder.
     """
     check_tie_rule(ties)
-    scores = score_choices(scorer, items, mode, temperature, desc=name)  # (n, n_options)
+    scores = score_choices(with_trie_rows(scorer, 512), items, mode, temperature, desc=name)  # (n, n_options)
     chosen = choose(scores, ties)
     correct = chosen == 0
     subsets = accuracy_by_subtask(items, correct)

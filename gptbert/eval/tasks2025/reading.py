@@ -33,6 +33,7 @@ the baseline leaves that surprisal explains, (R2_model - R2_base) / (1 - R2_base
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,10 +137,16 @@ def surprisal(scorer: SentenceScorer, contexts: list[str], words: list[str], mod
               temperature: float = 1.0) -> np.ndarray:
     """(n,) surprisal in nats of each word after its context (see the module docstring)."""
     if mode == "mntp":
-        return _mntp_surprisal(scorer, contexts, words, temperature)
+        memo = getattr(scorer, "memo", None)  # a MemoScorer keeps it for fused
+        if memo is None:
+            return _mntp_surprisal(scorer, contexts, words, temperature)
+        key = ("reading-mntp", hashlib.sha1(repr((contexts, words, temperature)).encode()).digest())
+        if key not in memo:
+            memo[key] = _mntp_surprisal(scorer, contexts, words, temperature)
+        return memo[key]
     if mode == "fused":
-        return surprisal(scorer, contexts, words, "causal", temperature) + _mntp_surprisal(scorer, contexts, words,
-                                                                                           temperature)
+        return (surprisal(scorer, contexts, words, "causal", temperature)
+                + surprisal(scorer, contexts, words, "mntp", temperature))
     if mode not in ("causal", "prefix"):
         raise GPTBertError(f"unknown scoring mode '{mode}' for reading (causal, mntp, fused, prefix)")
     return -scorer.score_texts(words, mode, contexts, desc="reading").column(temperature)
@@ -167,7 +174,8 @@ def explained_share(y: np.ndarray, columns: dict[str, np.ndarray], base_terms: l
 
 def reading_scores(data: ReadingData, pred: np.ndarray, prev_pred: np.ndarray) -> dict:
     """Eye-tracking and self-paced reading scores for given surprisals."""
-    cols = dict(data.columns, pred=np.asarray(pred, dtype=np.float64), prev_pred=np.asarray(prev_pred, dtype=np.float64))
+    cols = dict(data.columns, pred=np.asarray(pred, dtype=np.float64),
+                prev_pred=np.asarray(prev_pred, dtype=np.float64))
     eye = {m: explained_share(cols[m], cols, pairwise_terms(BASELINE)) for m in EYE_TRACKING}
     spr = explained_share(cols[SELF_PACED], cols, pairwise_terms(SPILLOVER))
     return {"eye_tracking": float(np.mean([v["score"] for v in eye.values()])), "self_paced_reading": spr["score"],

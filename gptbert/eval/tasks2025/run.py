@@ -16,7 +16,7 @@ from ...errors import GPTBertError
 from ..forward import EvalModel
 from ..scoring import MODES, SentenceScorer
 from . import comps, entity_tracking, reading, wug
-from .common import TaskResult, check_tie_rule, default_data_dir, write_official
+from .common import MemoScorer, TaskResult, check_tie_rule, default_data_dir, write_official
 
 TASKS = ("entity_tracking", "entity_tracking_fast", "wug_adj", "wug_past", "reading", "comps")
 
@@ -81,7 +81,8 @@ def evaluate(scorer: SentenceScorer, name: str, data, mode: str, *, dataset: str
 def run_tasks_2025(model, tokenizer, tasks: Sequence[str], modes: Sequence[str], out_dir: str | Path | None = None, *,
                    data_dir: str | Path | None = None, precision: str = "fp32", ties: str = "wrong",
                    temperature: float = 1.0, limit: int | None = None, max_tokens: int = 4096,
-                   progress: bool = False, log: Callable[[str], None] = lambda s: None) -> dict[str, dict[str, TaskResult]]:
+                   progress: bool = False,
+                   log: Callable[[str], None] = lambda s: None) -> dict[str, dict[str, TaskResult]]:
     """Evaluate `model` (a GPTBERT or an EvalModel) on 2025 tasks in each mode.
 
     With out_dir, each task's official-format output goes to
@@ -94,7 +95,7 @@ def run_tasks_2025(model, tokenizer, tasks: Sequence[str], modes: Sequence[str],
         if m not in MODES:
             raise GPTBertError(f"unknown scoring mode '{m}' (choose from {', '.join(MODES)})")
     em = model if isinstance(model, EvalModel) else EvalModel(model, precision)
-    scorer = SentenceScorer(em, tokenizer, temperatures=(temperature,), max_tokens=max_tokens, progress=progress)
+    scorer = MemoScorer(em, tokenizer, temperatures=(temperature,), max_tokens=max_tokens, progress=progress)
     out: dict[str, dict[str, TaskResult]] = {}
     for spec in tasks:
         name, data, dataset = load(spec, data_dir, limit)

@@ -44,7 +44,8 @@ def load_wug(path: str | Path, task: str, limit: int | None = None) -> list[Choi
             if len(sentences) < 2:
                 raise GPTBertError(f"{where}: 'sentences' must hold at least 2 TAB-separated alternatives")
             if items and len(sentences) != len(items[0].texts):
-                raise GPTBertError(f"{where}: {len(sentences)} alternatives, but earlier items have {len(items[0].texts)}")
+                n = len(items[0].texts)
+                raise GPTBertError(f"{where}: {len(sentences)} alternatives, but earlier items have {n}")
             items.append(ChoiceItem(task, sentences, [0] * len(sentences), sentences, {"ratio": ratio}))
     if not items:
         raise GPTBertError(f"{path}: no WUG items (all files are empty)")
