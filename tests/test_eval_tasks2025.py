@@ -387,6 +387,10 @@ def test_aoa_end_to_end_with_three_checkpoints(tmp_path, tok):
     (c, t), = split_at_chars(tok, ["She wore a hat"], [11])
     assert recs[2]["surprisal"] == pytest.approx(-sc.score([(c, t)], "mntp").logprob[0, 0], abs=1e-5)
     assert res.official_file == "surprisal.json" and res.official_dir == "AoA_word"
+    for name in ("chck_10M", "chck_2M", "step_0000100"):
+        (tmp_path / "ms" / name).mkdir(parents=True)
+    assert aoa.milestone_checkpoints(tmp_path / "ms") == [(2 * 10**6, tmp_path / "ms" / "chck_2M"),
+                                                         (10**7, tmp_path / "ms" / "chck_10M")]
     assert res.summary["checkpoints"] == ["chck_1M", "chck_2M", "chck_3M"] and not res.summary["complete"]
 
 

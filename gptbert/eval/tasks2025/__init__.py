@@ -19,9 +19,9 @@ reading/, AoA_word/, utils.py, collate_preds.py, calculate_results_from_pred.py)
 each module's docstring names the files it follows.
 """
 
-from .aoa import evaluate_aoa
+from .aoa import evaluate_aoa, milestone_checkpoints
 from .common import TIE_RULES, TaskResult, official_backend, write_official
 from .run import TASKS, is_task_2025, run_tasks_2025
 
-__all__ = ["TASKS", "TIE_RULES", "TaskResult", "evaluate_aoa", "is_task_2025", "official_backend",
-           "run_tasks_2025", "write_official"]
+__all__ = ["TASKS", "TIE_RULES", "TaskResult", "evaluate_aoa", "is_task_2025", "milestone_checkpoints",
+           "official_backend", "run_tasks_2025", "write_official"]

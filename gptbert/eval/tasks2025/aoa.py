@@ -110,6 +110,19 @@ def step_words(name: str) -> float | None:
     return float(m.group(1)) * {"K": 1e3, "M": 1e6, "B": 1e9}.get(m.group(2).upper(), 1.0)
 
 
+def milestone_checkpoints(root: str | Path) -> list[tuple[int, Path]]:
+    """(words seen, folder) of every `chck_{N}M` folder under `root`, by words seen: the milestone
+    checkpoints the 2025 pipeline expects (as HF revisions) for AoA and the fast evaluations."""
+    root = Path(root)
+    if not root.is_dir():
+        raise input_error(root, "no such folder of milestone checkpoints")
+    found = [(int(m.group(1)) * 10**6, p) for p in root.iterdir()
+             if p.is_dir() and (m := re.fullmatch(r"chck_(\d+)M", p.name))]
+    if not found:
+        raise input_error(root, "no chck_{N}M checkpoint folders")
+    return sorted(found)
+
+
 # ---------------------------------------------------------------------------
 # Surprisal at one checkpoint
 
