@@ -364,6 +364,8 @@ def test_reading_scores_on_a_hand_built_table():
     assert got["self_paced_reading"] == pytest.approx(spr, abs=1e-9)
     assert got["measures"][reading.SELF_PACED]["n"] == n_used == n - 7
     assert got["eye_tracking"] > 1 and got["self_paced_reading"] > 1  # surprisal does explain these
+    few = reading.ReadingData(["x"] * 12, ["y"] * 12, [None] * 12, [None] * 12, {k: v[:12] for k, v in cols.items()})
+    assert math.isnan(reading.reading_scores(few, pred[:12], prev[:12])["self_paced_reading"])  # 6 rows, 17 params
 
 
 def test_aoa_end_to_end_with_three_checkpoints(tmp_path, tok):

@@ -168,8 +168,11 @@ def explained_share(y: np.ndarray, columns: dict[str, np.ndarray], base_terms: l
             keep &= ~np.isnan(columns[n])
         out[key] = ols_r2(y[keep], design_matrix({n: columns[n][keep] for n in names}, terms))
         out[f"n_{key}"] = int(keep.sum())
-    return {"n": out["n_model"], "r2_base": out["base"], "r2_model": out["model"],
-            "score": 100.0 * (out["model"] - out["base"]) / (1.0 - out["base"])}
+    n_params = 2 + len(base_terms)  # intercept, the terms, pred
+    left = 1.0 - out["base"]
+    # too few rows to fit (a --limit run) or a baseline that explains everything: undefined
+    score = 100.0 * (out["model"] - out["base"]) / left if out["n_model"] > n_params and left > 0 else math.nan
+    return {"n": out["n_model"], "r2_base": out["base"], "r2_model": out["model"], "score": score}
 
 
 def reading_scores(data: ReadingData, pred: np.ndarray, prev_pred: np.ndarray) -> dict:
