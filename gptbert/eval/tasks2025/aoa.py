@@ -36,6 +36,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -138,7 +139,7 @@ def aoa_surprisal(scorer: SentenceScorer, words: Sequence[tuple[str, list[str]]]
             starts.append(len(c))
     pairs = split_at_chars(scorer.tokenizer, texts, starts)
     s = -scorer.score(pairs, mode, desc="aoa").column(temperature)
-    s[np.array([not t for _, t in pairs], dtype=bool)] = np.nan  # nothing to score: the official code records NaN
+    s[np.array([not t for _, t in pairs], dtype=bool)] = np.nan  # an empty word has no surprisal
     return s
 
 
@@ -157,7 +158,6 @@ def _fit(kind: str) -> Callable:
         raise GPTBertError("fit='scipy' needs scipy (pip install 'gptbert[aoa-scipy]')") from None
 
     def fit(x, y, p0, bounds=None):
-        import warnings
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
