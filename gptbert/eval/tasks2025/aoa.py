@@ -28,7 +28,11 @@ Official procedure (`AoA_word/run.py`, `AoA_word/evaluation_functions.py`,
      have both (0.0 when fewer than 3), reported as r (not x 100) like the official script.
 
 The sigmoid fits use `stats.fit_sigmoid` (numpy); fit="scipy" uses scipy's `curve_fit`
-exactly as the official code does (optional: `pip install 'gptbert[aoa-scipy]'`).
+exactly as the official code does (optional: `pip install 'gptbert[aoa-scipy]'`). The two
+agree to ~1e-3 log10 words on the curves both fit; they can disagree on whether a nearly
+flat (non-identifiable) curve fits at all. scipy's own answer there is not stable: with
+scipy 1.17.1 a failed fit changes the next one (a tiny model's "spill" curve fails alone
+but fits right after "bubbles" failed), so the official word set depends on call order.
 """
 
 from __future__ import annotations
