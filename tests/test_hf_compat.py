@@ -19,7 +19,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 import time
 import urllib.request
 from pathlib import Path

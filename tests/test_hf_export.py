@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
@@ -28,7 +27,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 from gptbert.errors import GPTBertError  # noqa: E402
 from gptbert.convert.export_hf import export_hf, export_sequence_classifier  # noqa: E402
 from gptbert.generate import SUPPRESSED_IDS, generate_ids  # noqa: E402
-from gptbert.model import GPTBERT, attention_mask  # noqa: E402
+from gptbert.model import attention_mask  # noqa: E402
 from gptbert.tokenizer import BOS_ID, MASK_ID, PAD_ID, load_tokenizer  # noqa: E402
 from helpers import SENTENCES, load_model  # noqa: E402
 from hf_models import blimp_pairs, tiny_run  # noqa: E402

@@ -78,3 +78,20 @@ def test_push_revisions_creates_one_branch_per_milestone(tmp_path):
     assert push_revisions(tmp_path, "me/model", api=api) == ["chck_10M", "chck_1M", "main"]
     assert api.calls == [("repo", "me/model"), ("branch", "chck_10M"), ("upload", "chck_10M", "chck_10M"),
                          ("branch", "chck_1M"), ("upload", "chck_1M", "chck_1M"), ("upload", None, "main")]
+
+
+def test_eval_aoa_over_the_milestones(tmp_path, capsys):
+    from conftest import SHARED_DATA
+
+    if not (SHARED_DATA / "babylm2025" / "aoa").is_dir():
+        pytest.skip("../shared/data/babylm2025 is absent")
+    run, _ = _run_with_milestones(tmp_path)
+    out = tmp_path / "aoa"
+    assert main(["eval-aoa", str(run), "--modes", "causal", "--limit", "1", "--out", str(out), "--precision",
+                 "fp32", "--device", "cpu"]) == 0
+    official = json.loads((out / "zero_shot" / "causal" / "AoA_word" / "surprisal.json").read_text())
+    steps = {r["step"] for r in official["results"]}
+    assert steps == {"chck_1M", "chck_2M"}
+    res = json.loads((out / "results.json").read_text())
+    assert res["aoa"]["causal"]["checkpoints"] == ["chck_1M", "chck_2M"] and not res["aoa"]["causal"]["complete"]
+    assert main(["eval-aoa", str(run), "--modes", "causal,fused", "--out", str(tmp_path / "x")]) == 2

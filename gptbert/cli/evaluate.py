@@ -16,7 +16,13 @@ from ..distributed import pick_device
 from ..errors import GPTBertError, did_you_mean
 from ..eval import report
 from ..eval.finetune import GLUE_TASKS, FinetuneConfig, run_finetune
+from ..eval.minimal_pairs import EWOK_SCORING
+from ..eval.scoring import MODES, TIE_RULES
 from ..eval.suite import check_modes, check_task_names, run_suite
+from ..eval.tasks2025.aoa import evaluate_aoa, milestone_checkpoints
+from ..eval.tasks2025.common import write_official
+from ..eval.tasks2025.run import summary_table as summary_table_2025
+from ..convert.revisions import milestone_folders
 from ..pretrained import load
 
 DEFAULT_TASKS = "blimp_fast,supplement_fast"
@@ -43,14 +49,16 @@ def _add_eval_parser(subparsers) -> argparse.ArgumentParser:
         "eval", help="zero-shot BabyLM suite: BLiMP, supplement, EWoK, LAMBADA in causal/mntp/fused/prefix modes",
         description="Score minimal pairs (and LAMBADA) with a checkpoint. Reports, per task and mode, the paper's "
                     "average at T=1 and at the best temperature of the sweep 0.05..3.00 (chosen on the task "
-                    "itself, as the paper does for BLiMP), and the T->0 (argmax) limit. Ties count as wrong. "
-                    "Writes results.json, report.md, predictions_<mode>.json (BabyLM 2024 submission format) "
-                    "and accuracy_<task>.png to --out.")
+                    "itself, as the paper does for BLiMP), and the T->0 (argmax) limit (ties: see --ties). "
+                    "Writes results.json, report.md, predictions_<mode>.json (BabyLM 2024 submission format), "
+                    "accuracy_<task>.png and, for the BabyLM 2025 tasks, the official pipeline's files under "
+                    "zero_shot/<mode>/ to --out.")
     _common(s)
     s.add_argument("--tasks", default=DEFAULT_TASKS,
                    help="comma-separated: blimp_filtered, blimp_fast, blimp, supplement_filtered, supplement_fast, "
-                        "ewok_filtered, ewok_fast, ewok_core, lambada, or paths to folders/.jsonl/.zip files "
-                        f"(default: {DEFAULT_TASKS})")
+                        "ewok_filtered, ewok_fast, ewok_core, lambada, the BabyLM 2025 tasks entity_tracking, "
+                        "entity_tracking_fast, wug_adj, wug_past, reading, comps (NAME=PATH reads a 2025 task's "
+                        f"data from PATH, e.g. comps=DIR), or paths to folders/.jsonl/.zip files (default: {DEFAULT_TASKS})")
     s.add_argument("--modes", default=DEFAULT_MODES,
                    help=f"comma-separated of causal, mntp, fused, prefix (default: {DEFAULT_MODES})")
     s.add_argument("--out", default="runs/eval", help="output folder (default: runs/eval; must be new or empty)")
@@ -65,6 +73,15 @@ def _add_eval_parser(subparsers) -> argparse.ArgumentParser:
     s.add_argument("--ewok-password", default="ewok", help="password of the EWoK zips (from the EWoK terms of use)")
     s.add_argument("--ewok-predictions", action="store_true",
                    help="also write EWoK predictions (they contain EWoK sentences in plain text: keep them off the web)")
+    s.add_argument("--ties", choices=TIE_RULES, default="wrong",
+                   help="how an exact tie counts: wrong (strict >, the gptbert default) or correct (the official "
+                        "BabyLM scorers: the good candidate is kept); recorded in results.json and the report")
+    s.add_argument("--ewok-scoring", choices=EWOK_SCORING, default="full",
+                   help="EWoK tokens scored: full = context + target (the GPT-BERT paper; under bidirectional "
+                        "attention the context depends on the target) or target = target only (the BabyLM 2025 "
+                        "pipeline: use it for submissions)")
+    s.add_argument("--data-dir-2025", help=f"folder of the BabyLM 2025 task data (default: <data root>/babylm2025, "
+                                           f"{paths.DEFAULTS_HELP})")
     s.add_argument("--no-charts", dest="charts", action="store_false", help="do not write the PNG bar charts")
     s.add_argument("--details", action="store_true", help="also print the per-phenomenon / per-domain tables")
     s.set_defaults(fn=cmd_eval)
@@ -112,6 +129,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
                         sweep=args.sweep, predict_temperature=args.temperature, ewok_password=args.ewok_password,
                         ewok_predictions=args.ewok_predictions, limit=args.limit, max_tokens=args.max_tokens,
                         progress=args.progress, charts=args.charts, info=info, options=_options(args),
+                        ties=args.ties, ewok_scoring=args.ewok_scoring, data_dir_2025=args.data_dir_2025,
                         log=lambda s: print(s, file=sys.stderr))
     if results["tasks"]:
         print(report.summary_table(results["tasks"]))
@@ -121,7 +139,54 @@ def cmd_eval(args: argparse.Namespace) -> None:
                 print(report.breakdown_table(by_mode, "phenomena"))
     if results.get("lambada"):
         print(report.lambada_table(results["lambada"]))
+    if results.get("babylm2025"):
+        print(summary_table_2025(results["babylm2025"]))
     print(f"results: {Path(args.out) / 'results.json'} ({time.perf_counter() - t0:.0f}s)")
+
+
+def _add_aoa_parser(subparsers) -> argparse.ArgumentParser:
+    s = subparsers.add_parser(
+        "eval-aoa", help="BabyLM 2025 age-of-acquisition: surprisal curves over the milestone checkpoints of a run",
+        description="Scores the CDI words in their contexts at every milestone checkpoint (chck_1M, ...) of a run, "
+                    "fits sigmoids to the model's learning curves and to the children's CDI data, and reports the "
+                    "correlation of the two ages of acquisition. Writes results.json and the official "
+                    "zero_shot/<mode>/AoA_word/surprisal.json to --out.")
+    s.add_argument("run", help="run folder (or its checkpoints/ folder) holding chck_NM milestone checkpoints")
+    s.add_argument("--modes", default="causal,mntp", help="comma-separated of causal, mntp (default: causal,mntp)")
+    s.add_argument("--out", default="runs/eval-aoa", help="output folder (must be new or empty)")
+    s.add_argument("--force", action="store_true", help="replace an earlier result in --out")
+    s.add_argument("--fit", choices=("numpy", "scipy"), default="numpy",
+                   help="sigmoid fitter: numpy (ours, deterministic) or scipy (the official pipeline's; needs scipy)")
+    s.add_argument("--min-context", type=int, default=0, help="keep words with at least this many contexts")
+    s.add_argument("--limit", type=int, help="only the first N contexts of every word (quick runs)")
+    s.add_argument("--data-dir-2025", help="folder of the BabyLM 2025 task data (default: <data root>/babylm2025)")
+    s.add_argument("--precision", choices=("bf16", "fp32"), default="bf16", help="transformer precision (sums fp32)")
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
+    s.set_defaults(fn=cmd_eval_aoa)
+    return s
+
+
+def cmd_eval_aoa(args: argparse.Namespace) -> None:
+    modes = _split(args.modes)
+    for m in modes:
+        if m not in ("causal", "mntp"):
+            raise GPTBertError(f"--modes: AoA is scored in causal or mntp mode, not '{m}'{did_you_mean(m, MODES)}")
+    checkpoints = milestone_checkpoints(milestone_root(args.run))
+    data_2025 = paths.babylm2025_dir(args.data_dir_2025)
+    out = Path(args.out)
+    claim_out_dir(out, args.force, "AoA evaluation")
+    device = pick_device(args.device)
+    summaries = {}
+    for m in modes:
+        res = evaluate_aoa(checkpoints, mode=m, data_dir=data_2025, precision=args.precision, device=str(device),
+                           min_context=args.min_context, limit=args.limit, fit=args.fit,
+                           log=lambda s: print(s, file=sys.stderr))
+        write_official(res, out / "zero_shot" / m / res.official_dir)
+        summaries[m] = res.summary
+        print(f"aoa ({m}): curve fitness {res.summary['score']:.3f} over {res.summary['n_words']} words, "
+              f"{len(checkpoints)} checkpoints")
+    report.write_json(out / "results.json", {"options": _options(args), "aoa": summaries})
+    print(f"results: {out / 'results.json'}")
 
 
 def _add_finetune_parser(subparsers) -> argparse.ArgumentParser:
@@ -205,4 +270,13 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 
 def add_parsers(sub) -> None:
     _add_eval_parser(sub)
+    _add_aoa_parser(sub)
     _add_finetune_parser(sub)
+
+
+def milestone_root(run: str) -> Path:
+    """The folder holding a run's chck_NM checkpoints (the run, its checkpoints/ folder, or that folder itself)."""
+    folders = milestone_folders(run)
+    if not folders:
+        raise GPTBertError(f"{run}: no milestone checkpoints (chck_1M, ...) to evaluate AoA on")
+    return folders[0].parent

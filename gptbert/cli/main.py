@@ -23,6 +23,7 @@ COMMANDS = {
     "quickstart": pretrain,
     "sweep": sweep,
     "eval": evaluate,
+    "eval-aoa": evaluate,
     "finetune": evaluate,
     "export": hf,
     "import-hf": hf,

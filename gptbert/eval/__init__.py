@@ -3,6 +3,7 @@
   scoring        SentenceScorer: causal / mntp / fused / prefix log-probs with a temperature sweep
   minimal_pairs  BLiMP, BLiMP supplement, EWoK loaders and per-paradigm/phenomenon/domain accuracy
   lambada        LAMBADA exact match and perplexity (causal, masked, prefix)
+  tasks2025      BabyLM 2025 tasks: entity tracking, WUG, COMPS, reading, AoA (official rules)
   finetune       GLUE fine-tuning with the paper's classifier and Table 4 hyperparameters
   metrics        accuracy, F1, MCC (numpy) and the paper's GLUE average
   suite, report  `gptbert eval` orchestration, results.json, tables, predictions, PNG charts

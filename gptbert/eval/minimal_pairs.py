@@ -21,10 +21,20 @@ memory, nothing is extracted to disk, and EWoK sentences are written to the
 predictions file only when asked for explicitly.
 
 Scores (`scoring.py`): a pair is correct when the good sentence's summed
-log-probability is strictly higher; ties are wrong. Averages follow the paper
+log-probability is strictly higher; ties are wrong (ties="correct" counts them
+as right, the official BabyLM 2025 rule). Averages follow the paper
 (paper.md section 5): BLiMP = mean of the paradigm accuracies (not of the
 phenomenon columns), EWoK = mean of the domain accuracies, supplement = mean
 of its 5 sub-tasks; in general the mean over the task's files.
+
+EWoK scoring (`ewok_scoring`): "full" scores every token of context + target
+(the GPT-BERT paper's way, the default of `gptbert eval`); "target" scores the
+target after the context only (the BabyLM 2025 pipeline's default, which a
+submission must follow). In causal mode the two rank pairs the same way (the
+context tokens cannot see the target, so their log-probs are shared and
+cancel); under bidirectional attention (mntp, fused) the masked context tokens
+see the candidate target and the rankings differ. Prefix mode always scores
+the target (the context is its bidirectional prefix).
 """
 
 from __future__ import annotations
@@ -43,9 +53,10 @@ import numpy as np
 from ..errors import GPTBertError
 from ..io import iter_jsonl
 from ..paths import eval_dir
-from .scoring import SentenceScorer, Scores, best_temperature, pair_correct
+from .scoring import Scores, SentenceScorer, best_temperature, pair_correct
 
 DEFAULT_EWOK_PASSWORD = "ewok"
+EWOK_SCORING = ("full", "target")
 
 # name -> (folder or zip under the data dir, member folder inside the zip or None)
 NAMED_TASKS: dict[str, tuple[str, str | None]] = {
@@ -256,6 +267,8 @@ class PairResult:
     ties: np.ndarray  # (n_pairs,) bool: exact ties at T = 1 (or the first temperature)
     good: Scores
     bad: Scores
+    ties_rule: str = "wrong"  # how an exact tie counts: "wrong" (default) or "correct" (official 2025)
+    ewok_scoring: str | None = None  # EWoK tasks: "full" (context + target) or "target"
 
     def accuracy_at(self, column: np.ndarray, by: str = "subtask") -> dict[str, float]:
         """Percent accuracy per sub-task (or per phenomenon) for one column of correctness."""
@@ -301,7 +314,8 @@ class PairResult:
         """BabyLM 2024 submission entries {subtask: {"predictions": [{"id", "pred"}]}}.
 
         `pred` is the sentence (EWoK: the target) the model prefers; on a tie
-        the bad one, so the file scores exactly as our accuracy does.
+        the bad one under ties="wrong" and the good one under ties="correct", so
+        the file scores exactly as our accuracy does.
         """
         col = self.column(temperature)
         out: dict[str, dict] = OrderedDict()
@@ -311,12 +325,18 @@ class PairResult:
         return out
 
 
-def evaluate_task(scorer: SentenceScorer, task: Task, mode: str, cache: dict[str, Scores] | None = None) -> PairResult:
+def evaluate_task(scorer: SentenceScorer, task: Task, mode: str, cache: dict[str, Scores] | None = None, *,
+                  ties: str = "wrong", ewok_scoring: str = "full") -> PairResult:
     """Score every pair of `task` in `mode` (good and bad sentences batched together).
 
     cache: scores of this task by mode, filled as modes are computed: fused
-    reuses causal + mntp, and prefix without any context is causal.
+    reuses causal + mntp, and prefix without any context is causal (keep one
+    cache per ewok_scoring). ties: "wrong" or "correct" (see the module
+    docstring); ewok_scoring: "full" or "target" for tasks with a context.
     """
+    if ewok_scoring not in EWOK_SCORING:
+        raise ValueError(f"unknown EWoK scoring {ewok_scoring!r} (choose from {', '.join(EWOK_SCORING)})")
+    full = task.has_context and ewok_scoring == "full" and mode != "prefix"
     n = len(task.pairs)
     cache = {} if cache is None else cache
     if mode not in cache:
@@ -324,17 +344,22 @@ def evaluate_task(scorer: SentenceScorer, task: Task, mode: str, cache: dict[str
             cache[mode] = cache["causal"] + cache["mntp"]
         elif mode == "prefix" and not task.has_context and "causal" in cache:
             cache[mode] = cache["causal"]
+        elif full:  # context + target as one scored text, joined as the official full_sentence_scores does
+            texts = [" ".join(filter(None, (p.context, p.good))) for p in task.pairs] + \
+                    [" ".join(filter(None, (p.context, p.bad))) for p in task.pairs]
+            cache[mode] = scorer.score_texts(texts, mode, desc=task.name)
         else:
             texts = [p.good for p in task.pairs] + [p.bad for p in task.pairs]
             contexts = [p.context for p in task.pairs] * 2 if task.has_context else None
             cache[mode] = scorer.score_texts(texts, mode, contexts, desc=task.name)
     scores = cache[mode]
     good, bad = scores.take(np.arange(n)), scores.take(np.arange(n, 2 * n))
-    correct = pair_correct(good.logprob, bad.logprob)
-    correct_greedy = pair_correct(good.greedy_gap, bad.greedy_gap)
+    correct = pair_correct(good.logprob, bad.logprob, ties)
+    correct_greedy = pair_correct(good.greedy_gap, bad.greedy_gap, ties)
     j1 = min(range(len(scores.temperatures)), key=lambda j: abs(scores.temperatures[j] - 1.0))
-    ties = good.logprob[:, j1] == bad.logprob[:, j1]
-    return PairResult(task, mode, scores.temperatures, correct, correct_greedy, ties, good, bad)
+    tied = good.logprob[:, j1] == bad.logprob[:, j1]
+    return PairResult(task, mode, scores.temperatures, correct, correct_greedy, tied, good, bad, ties,
+                      (ewok_scoring if mode != "prefix" else "target") if task.has_context else None)
 
 
 def task_result_dict(res: PairResult, calibrated: float | None = None) -> dict:
@@ -349,11 +374,14 @@ def task_result_dict(res: PairResult, calibrated: float | None = None) -> dict:
         "n_pairs": len(res.task.pairs),
         "n_subtasks": len(res.task.subtasks),
         "ties_at_T1": int(res.ties.sum()),
+        "ties": res.ties_rule,
         "T1": res.summary(1.0) if any(abs(t - 1.0) < 1e-9 for t in res.temperatures) else None,
         "best_T": {**res.summary(best_t), "note": "temperature chosen on this task itself (as the paper does for BLiMP)"},
         "greedy_limit": {"temperature": 0.0, "average": res.average_at(res.correct_greedy)},
         "sweep": {f"{t:g}": v for t, v in sorted(res.sweep().items())},
     }
+    if res.ewok_scoring is not None:
+        out["ewok_scoring"] = res.ewok_scoring
     if calibrated is not None:
         try:
             out["calibrated_T"] = {**res.summary(calibrated), "note": "temperature calibrated on BLiMP"}

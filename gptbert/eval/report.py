@@ -37,8 +37,16 @@ def summary_table(results: dict[str, dict[str, dict]]) -> str:
             cal = r.get("calibrated_T")
             rows.append([task, mode, str(r["n_pairs"]), _fmt(t1), _fmt(best["average"]), f"{best['temperature']:g}",
                          _fmt(r["greedy_limit"]["average"]),
-                         _fmt(cal["average"]) + f" @{cal['temperature']:g}" if cal else "-"])
-    return table(["task", "mode", "pairs", "T=1", "best-T", "T*", "T->0", "BLiMP-calibrated"], rows)
+                         _fmt(cal["average"]) + f" @{cal['temperature']:g}" if cal else "-", rules_label(r)])
+    return table(["task", "mode", "pairs", "T=1", "best-T", "T*", "T->0", "BLiMP-calibrated", "rules"], rows)
+
+
+def rules_label(r: dict) -> str:
+    """How a task was scored: the tie rule, and for EWoK which tokens (full = context + target)."""
+    label = f"ties {r.get('ties', 'wrong')}"
+    if r.get("ewok_scoring"):
+        label += f", {r['ewok_scoring']}"
+    return label
 
 
 def breakdown_table(by_mode: dict[str, dict], level: str = "phenomena", which: str = "T1") -> str:
@@ -70,11 +78,13 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def write_report_md(path: Path, header: str, results: dict[str, dict[str, dict]],
-                    lambada: dict[str, dict] | None = None) -> None:
+                    lambada: dict[str, dict] | None = None, extra: str | None = None) -> None:
     parts = [header, "", "## Summary (paper averages, %)", "", "```", summary_table(results), "```", ""]
     parts.append("T=1: plain log-probabilities. best-T: the temperature of the sweep 0.05..3.00 with the best "
                  "average on this task itself (the paper reports BLiMP this way). T->0: the argmax limit. "
-                 "Ties count as wrong.")
+                 "rules: how an exact tie counts (wrong: strict >, the gptbert default; correct: the official "
+                 "BabyLM 2025 rule) and, for EWoK, which tokens are scored (full: context + target, the paper's "
+                 "way; target: the target only, the BabyLM 2025 pipeline's default).")
     for task, by_mode in results.items():
         parts += ["", f"## {task}", "", "### by phenomenon / domain, T=1", "", "```",
                   breakdown_table(by_mode, "phenomena"), "```", "", "### by paradigm / sub-task, T=1", "", "```",
@@ -82,6 +92,8 @@ def write_report_md(path: Path, header: str, results: dict[str, dict[str, dict]]
                   breakdown_table(by_mode, "subtasks", "best_T"), "```"]
     if lambada:
         parts += ["", "## LAMBADA", "", "```", lambada_table(lambada), "```"]
+    if extra:
+        parts += ["", extra]
     atomic_write_text(path, "\n".join(parts) + "\n")
 
 

@@ -17,9 +17,14 @@ read at position p - 1.
   prefix  `<s> context` attend to each other bidirectionally, the target
           tokens causally (a prefix LM). With an empty context this is causal.
 
-Only target tokens are scored (for EWoK the context is shared by both
-candidates, so its tokens would cancel anyway; in prefix mode they would even
-be read by positions that can see them).
+Only target tokens are scored. For EWoK that is one of two rules (see
+`minimal_pairs.EWOK_SCORING`): the context's tokens cancel between the two
+candidates only in causal mode, where they cannot see the target; under
+bidirectional attention (mntp, and so fused) every masked context token sees
+the candidate target, so scoring the context too ("full", the paper's way)
+gives different rankings from scoring the target alone ("target", the BabyLM
+2025 pipeline's default). Full scoring passes context + target as one target.
+In prefix mode the context is the bidirectional prefix and is never scored.
 
 Temperatures. For every scored token we keep, per temperature T,
 log_softmax(logits / T)[target] (all in fp32, summed per sentence in
@@ -35,9 +40,11 @@ l_y - max(l), so the ranking of two sentences at T -> 0 is the ranking of
 (<= 0; 0 when every token is the argmax). It is reported separately as
 "T->0"; two sentences whose every token is the argmax tie there.
 
-Ties. A pair whose two sentences get exactly the same score counts as wrong
-(`pair_correct` uses a strict >). Identical token sequences are scored once
-and share their score, so a pair of identical sentences is always a tie.
+Ties. By default a pair whose two sentences get exactly the same score counts
+as wrong (`pair_correct` uses a strict >); ties="correct" counts it as right,
+the official BabyLM 2025 rule (its torch.max keeps the first, good, sentence).
+Identical token sequences are scored once and share their score, so a pair of
+identical sentences is always a tie.
 
 Precision. In bf16 mode the transformer body runs under bf16 autocast; the
 output head, the log-softmax and all accumulation stay in fp32 (logits are
@@ -116,9 +123,16 @@ class Scores:
         return Scores(self.temperatures, self.logprob[index], self.greedy_gap[index], self.n_tokens[index])
 
 
-def pair_correct(good: np.ndarray, bad: np.ndarray) -> np.ndarray:
-    """Strictly better scores the good one; a tie counts as wrong."""
-    return np.asarray(good) > np.asarray(bad)
+TIE_RULES = ("wrong", "correct")
+
+
+def pair_correct(good: np.ndarray, bad: np.ndarray, ties: str = "wrong") -> np.ndarray:
+    """The good sentence scores strictly higher; ties="correct" also accepts a tie (the official 2025 rule)."""
+    if ties == "wrong":
+        return np.asarray(good) > np.asarray(bad)
+    if ties == "correct":
+        return np.asarray(good) >= np.asarray(bad)
+    raise ValueError(f"unknown tie rule {ties!r} (choose from {', '.join(TIE_RULES)})")
 
 
 # ---------------------------------------------------------------------------
