@@ -118,7 +118,7 @@ class TrainConfig:
     seq_schedule: bool = _f(True, "paper's length schedule: 128, 2x from 70%, 4x from 90% (rows shrink to keep tokens/step)")
     batch_ramp: bool = _f(True, "paper's batch ramp: tokens/step grow linearly from 1/4 to all of global_batch_tokens")
     lr: float = _f(1.41e-2, "peak learning rate (paper: 1.41e-2 small, 1e-2 base)")
-    min_lr_factor: float = _f(0.1, "cosine decays to lr * min_lr_factor before the cooldown")
+    min_lr_factor: float = _f(0.1, "the cosine decays towards lr * min_lr_factor over the steps after warmup; the cooldown cuts it off")
     warmup: float = _f(0.016, "fraction of steps of linear warmup")
     cooldown: float = _f(0.016, "fraction of final steps of linear cooldown to 0")
     weight_decay: float = _f(0.1, "LAMB weight decay (not on biases and LayerNorm parameters)")
