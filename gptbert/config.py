@@ -43,6 +43,14 @@ class ModelConfig:
     dropout: float = _f(0.1, "dropout on embeddings, sub-layer outputs and the head")
     attention_dropout: float = _f(0.1, "dropout on attention probabilities and relative embeddings")
     layer_norm_eps: float = _f(1e-5, "LayerNorm epsilon (official configs: 1e-5)")
+    # Ablation switches (paper Table 2). The defaults are the paper's model; a switched-off part
+    # has no parameters, so its state-dict keys are absent.
+    attention_gate: bool = _f(
+        True, "attention gate: (softmax V) * GELU(gate) before the output projection (in_proj_vg, d -> 2d). "
+              "false = plain attention with in_proj_v (d -> d), as LTG-BERT / the official model.py (ablation)")
+    layer_weighting: bool = _f(
+        True, "DenseFormer-style layer weights (transformer.dwa_modules): each sub-layer's output is a learned "
+              "sum of all earlier ones. false = plain pre-LN residual stream (ablation)")
 
     def validate(self, where: str = "model") -> None:
         _check(self.vocab_size > 16, where, "vocab_size", "must be > 16 (16 special tokens)")
@@ -54,6 +62,8 @@ class ModelConfig:
         _check(self.max_position > self.position_buckets // 2, where, "max_position", "must exceed position_buckets/2")
         _check(0.0 <= self.dropout < 1.0, where, "dropout", "must be in [0, 1)")
         _check(0.0 <= self.attention_dropout < 1.0, where, "attention_dropout", "must be in [0, 1)")
+        for name in ("attention_gate", "layer_weighting"):
+            _check(isinstance(getattr(self, name), bool), where, name, "must be true or false")
 
 
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
