@@ -27,13 +27,13 @@ import torch
 
 from . import distributed as dist_utils
 from .checkpoint import load_checkpoint, load_model_weights, save_checkpoint, state_dict_for_save
-from .config import RunConfig, save_config
+from .config import RunConfig, config_from_dict, save_config
 from .corpus import read_meta
 from .data import TrainBatches, step_shape, validation_batches
 from .matmul import fp32_matmul_via_onednn
 from .errors import GPTBertError
 from .model import GPTBERT, attention_mask
-from .objectives import IGNORE, causal_rows, hybrid_loss, mask_rate
+from .objectives import IGNORE, causal_rows, hybrid_loss, step_mask_rate
 from .optim import EMA, Lamb, lr_factor, param_groups
 from .tokenizer import check_vocab, load_tokenizer
 
@@ -173,10 +173,16 @@ def _train(cfg: RunConfig, resume: str | Path | None, max_steps_to_run: int | No
     optimizer = Lamb(param_groups(model, t.weight_decay), lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps)
     ema = EMA(model, t.ema_decay) if t.ema_decay > 0 else None
     start_step, tokens_seen = 0, 0
+    batches = TrainBatches(t.data, cfg, d.rank, d.world_size)
 
     if resume is not None:
         ck = load_checkpoint(resume)
         saved_model = ck["config"].get("model", {}) if isinstance(ck["config"], dict) else {}
+        if saved_model:  # fields added since (e.g. the ablation switches) take their defaults
+            try:
+                saved_model = config_from_dict({"model": saved_model}).to_dict()["model"]
+            except GPTBertError:
+                pass
         if saved_model and saved_model != cfg.to_dict()["model"]:
             raise GPTBertError(f"{ck['path']}: checkpoint was trained with a different model config")
         load_model_weights(model, ck["model"], ck["path"] / "model.safetensors")
@@ -184,6 +190,11 @@ def _train(cfg: RunConfig, resume: str | Path | None, max_steps_to_run: int | No
             ema.load_state_dict(ck["ema"], str(ck["path"] / "ema.safetensors"))
         optimizer.load_state_dict(ck["state"]["optimizer"])
         start_step, tokens_seen = int(ck["state"]["step"]), int(ck["state"]["tokens_seen"])
+        if batches.mask_counts is not None:  # count-balanced masking: continue from the saved counts
+            saved = ck["state"].get("mask_counts")
+            if saved is not None:
+                batches.load_mask_state(saved, str(ck["path"] / "state.pt"))
+            batches.advance(start_step)  # exact either way; without saved counts this replays them
 
     if d.is_main:
         save_config(cfg, out_dir / "config.yaml")
@@ -191,7 +202,6 @@ def _train(cfg: RunConfig, resume: str | Path | None, max_steps_to_run: int | No
     net = dist_utils.wrap_model(model, d)
     if t.compile:
         net = torch.compile(net)
-    batches = TrainBatches(t.data, cfg, d.rank, d.world_size)
     end_step = t.max_steps if max_steps_to_run is None else min(t.max_steps, start_step + max_steps_to_run)
     loader = torch.utils.data.DataLoader(
         torch.utils.data.Subset(batches, range(start_step, end_step)),
@@ -227,6 +237,7 @@ def _train(cfg: RunConfig, resume: str | Path | None, max_steps_to_run: int | No
         n_c, n_m, stop = dist_utils.all_reduce_sum([n_c, n_m, over_budget], d)
         if stop > 0:
             break
+        batches.commit(step, micro_batches)  # mask counts (balanced masking): the state saved with checkpoints
         frac_causal = float(causal_rows(shape.rows, cfg.objective.causal_ratio, t.seed, step).mean())
         w_c = frac_causal / max(n_c, 1) * d.world_size  # x world: DDP averages gradients over ranks
         w_m = (1.0 - frac_causal) / max(n_m, 1) * d.world_size
@@ -264,7 +275,7 @@ def _train(cfg: RunConfig, resume: str | Path | None, max_steps_to_run: int | No
             row = dict(
                 step=done, lr=lr, loss_masked=ce_m / n_mw if n_mw else float("nan"),
                 loss_causal=ce_c / n_cw if n_cw else float("nan"), grad_norm=float(grad_norm),
-                mask_rate=mask_rate(step, t.max_steps, cfg.objective.mask_p_start, cfg.objective.mask_p_end),
+                mask_rate=step_mask_rate(step, t.max_steps, cfg.objective),
                 seq_length=shape.seq_length, rows=shape.rows, tokens_seen=tokens_seen,
                 tokens_per_s=window["tokens"] / dt, elapsed_s=time.perf_counter() - t_start,
             )
@@ -281,13 +292,13 @@ def _train(cfg: RunConfig, resume: str | Path | None, max_steps_to_run: int | No
             val = evaluate(model, cfg, d.device)
             val_metrics.write(dict(step=done, **val))
         if t.save_every and done % t.save_every == 0 and done != end_step:
-            last_ckpt = _save(model, ema, optimizer, cfg, done, tokens_seen, d)
+            last_ckpt = _save(model, ema, optimizer, cfg, done, tokens_seen, d, batches)
 
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - t_start
     final_step = done
-    last_ckpt = _save(model, ema, optimizer, cfg, final_step, tokens_seen, d)
+    last_ckpt = _save(model, ema, optimizer, cfg, final_step, tokens_seen, d, batches)
     val = evaluate(model, cfg, d.device)
     val_metrics.write(dict(step=final_step, **val))
     metrics.close()
@@ -296,13 +307,18 @@ def _train(cfg: RunConfig, resume: str | Path | None, max_steps_to_run: int | No
     return TrainResult(final_step, tokens_seen, seconds, last_ckpt, val, history)
 
 
-def _save(model, ema, optimizer, cfg: RunConfig, step: int, tokens_seen: int, d) -> Path | None:
+def _save(model, ema, optimizer, cfg: RunConfig, step: int, tokens_seen: int, d, batches: TrainBatches) -> Path | None:
     path = None
     if d.is_main:
+        state = {"optimizer": optimizer.state_dict(), "step": step, "tokens_seen": tokens_seen}
+        mask_state = batches.mask_state()
+        if mask_state is not None:  # count-balanced masking: counts before `step` (identical on every rank)
+            assert mask_state["step"] == step, (mask_state["step"], step)
+            state["mask_counts"] = mask_state
         path = save_checkpoint(
             Path(cfg.train.out_dir), step, state_dict_for_save(model),
             ema.state_dict() if ema is not None else None,
-            {"optimizer": optimizer.state_dict(), "step": step, "tokens_seen": tokens_seen},
+            state,
             cfg.to_dict(), tokens_seen, keep_last=cfg.train.keep_last,
         )
     dist_utils.barrier(d)

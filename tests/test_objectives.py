@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gptbert.config import ObjectiveConfig, RunConfig
-from gptbert.objectives import (IGNORE, causal_row, causal_rows, hybrid_loss, mask_rate, mntp_row, row_rng,
+from gptbert.objectives import (IGNORE, causal_row, causal_rows, hybrid_loss, mask_key, mask_rate, mntp_row,
                                 segment_ids, span_mask)
 from gptbert.tokenizer import BOS_ID, MASK_ID, N_SPECIAL
 
@@ -27,8 +27,8 @@ def test_mntp_targets_are_shifted_masked_tokens():
     rng = np.random.default_rng(0)
     for r in range(50):
         x = random_row(rng)
-        m = span_mask(x, 0.3, row_rng(1, 2, r), V, cfg)
-        inp, tgt = mntp_row(x, 0.3, row_rng(1, 2, r), V, cfg)
+        m = span_mask(x, 0.3, mask_key(1, 2, r), V, cfg)
+        inp, tgt = mntp_row(x, 0.3, mask_key(1, 2, r), V, cfg)
         assert len(inp) == len(tgt) == len(x) - 1
         np.testing.assert_array_equal(inp, m.tokens[:-1])
         for k in range(len(tgt)):
@@ -58,7 +58,7 @@ def test_masking_statistics(step):
     actions = {0: 0, 1: 0, 2: 0}
     for r in range(600):
         x = random_row(rng)
-        m = span_mask(x, p, row_rng(7, step, r), V, cfg)
+        m = span_mask(x, p, mask_key(7, step, r), V, cfg)
         special = x < N_SPECIAL
         assert not (m.masked & special).any()  # special tokens never masked
         assert (m.tokens[special] == x[special]).all()
@@ -94,9 +94,9 @@ def test_mask_rate_schedule():
 def test_masking_is_a_pure_function_of_seed_step_row():
     cfg = ObjectiveConfig()
     x = random_row(np.random.default_rng(3))
-    a = span_mask(x, 0.2, row_rng(5, 10, 3), V, cfg)
-    b = span_mask(x, 0.2, row_rng(5, 10, 3), V, cfg)
-    c = span_mask(x, 0.2, row_rng(5, 10, 4), V, cfg)
+    a = span_mask(x, 0.2, mask_key(5, 10, 3), V, cfg)
+    b = span_mask(x, 0.2, mask_key(5, 10, 3), V, cfg)
+    c = span_mask(x, 0.2, mask_key(5, 10, 4), V, cfg)
     assert np.array_equal(a.tokens, b.tokens) and not np.array_equal(a.masked, c.masked)
 
 
