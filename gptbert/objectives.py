@@ -148,6 +148,7 @@ def span_select(tokens: np.ndarray, lengths: np.ndarray, keys: np.ndarray, rate:
     counts:  (M, L) how often each token was masked before (count-balanced masking), or None
     """
     M, L = tokens.shape
+    keys = np.atleast_1d(keys)
     pos = np.arange(L)
     valid = pos[None, :] < lengths[:, None]
     maskable = valid & (tokens >= N_SPECIAL)

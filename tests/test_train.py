@@ -79,6 +79,45 @@ def test_batches_are_stateless_and_rank_sharded(prepared, tmp_path, packing, bal
         assert fresh.mask_counts.counts.sum() > 0
 
 
+def test_cpu_quick_batch_ramp_is_linear():
+    """Tokens per step follow 1/4 -> 1 of global_batch_tokens linearly within half a row for the
+    cpu-quick preset (2 micro-batches at full batch). Rounding rows to micro-batch multiples gave
+    two levels: 667 steps at 4,096 tokens, then 8,192 (+6.7% tokens)."""
+    from gptbert.config import load_config
+
+    cfg = load_config(REPO / "configs" / "cpu-quick.yaml", {"train.max_steps": 1000})
+    shapes = [step_shape(s, cfg) for s in range(1000)]
+    for s, sh in enumerate(shapes):
+        target = 8192 * (0.25 + 0.75 * s / 1000)
+        assert abs(sh.tokens - target) <= sh.seq_length / 2, (s, sh)
+    levels = {sh.tokens for sh in shapes}
+    total = sum(sh.tokens for sh in shapes)
+    print(f"cpu-quick: {len(levels)} batch sizes from {min(levels)} to {max(levels)} tokens; "
+          f"{total} tokens in all (linear: {sum(8192 * (0.25 + 0.75 * s / 1000) for s in range(1000)):.0f})")
+    assert min(levels) == 2048 and max(levels) > 8000 and len(levels) > 50
+    assert [len(sh.micro_batches(0, 1)) for sh in (shapes[0], shapes[600], shapes[999])] == [1, 2, 2]
+
+
+def test_presets_and_switches():
+    from gptbert.config import load_config
+    from gptbert.errors import GPTBertError
+
+    for name in ("small-10m", "base-100m", "tiny-cpu"):
+        cfg = load_config(REPO / "configs" / f"{name}.yaml")
+        assert cfg.train.packing == "official" and cfg.objective.balanced_masking, name
+    quick = load_config(REPO / "configs" / "cpu-quick.yaml")
+    assert quick.train.packing == "official" and not quick.objective.balanced_masking
+    default = load_config(None)  # dataclass defaults: today's behaviour, so old config.yaml files mean the same
+    assert default.train.packing == "stream" and not default.objective.balanced_masking
+    assert default.objective.mask_schedule and default.train.batch_ramp and default.train.seq_schedule
+    with pytest.raises(GPTBertError, match="train.packing: must be official or stream"):
+        load_config(None, {"train.packing": "greedy"})
+    with pytest.raises(GPTBertError, match="seq_length: must be >= 4 with official packing"):
+        load_config(None, {"train.packing": "official", "train.seq_length": 3, "train.seq_schedule": False})
+    with pytest.raises(GPTBertError, match="balanced_masking"):
+        load_config(None, {"objective.balanced_masking": "sometimes"})
+
+
 def test_batches_cover_the_stream_once_per_epoch(prepared, tmp_path):
     cfg = tiny_config(prepared["data"], tmp_path, prepared["vocab_size"], batch_ramp=False, seq_schedule=False)
     b = TrainBatches(prepared["data"], cfg)
