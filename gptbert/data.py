@@ -403,13 +403,7 @@ class TrainBatches(torch.utils.data.Dataset):
         lay = self.layout(samples_before(step, cfg, self.world_size) + mntp, shape.seq_length)
         rate = step_mask_rate(step, cfg.train.max_steps, cfg.objective)
         _, pos, _, sel = self._select(lay, mntp, step, rate, self.mask_counts.lookup(shape.seq_length))
-        hit = pos[sel.masked]
-        if _ranges_overlap(lay.src, lay.length):  # a chunk used twice in one step: count it twice
-            hit, inc = np.unique(hit, return_counts=True)
-        else:
-            inc = np.ones(len(hit), dtype=np.int64)
-        return MaskUpdate(step, shape.seq_length, torch.from_numpy(hit.astype(np.int64)),
-                          torch.from_numpy(inc.astype(np.int32)))
+        return _mask_update(step, shape.seq_length, lay, pos[sel.masked])
 
     def advance(self, step: int) -> None:
         """Bring the mask counts to `step` (replaying the selections of the steps in between)."""
@@ -457,15 +451,27 @@ class TrainBatches(torch.utils.data.Dataset):
             counts = self.mask_counts.lookup(T)
         lo, hi = shape.rank_rows(self.rank, self.world_size)
         own = np.arange(lo, hi)
-        x, seg, text, masked, replaced = build_rows(self, own, first + own, causal[own], step, T, rate, counts)
+        x, seg, text, masked, replaced, mntp = build_rows(self, own, first + own, causal[own], step, T, rate, counts)
         out = StepBatch()
         for a, b in shape.micro_batches(self.rank, self.world_size):
             out.append(make_micro_batch(x[a - lo:b - lo], seg[a - lo:b - lo], text[a - lo:b - lo],
                                         masked[a - lo:b - lo], replaced[a - lo:b - lo], causal[a:b]))
         if self.mask_counts is not None:
-            out.mask_update = self._count_update(step)
+            if lo == 0 and hi == shape.rows:  # this process masked the whole global batch already
+                out.mask_update = _mask_update(step, T, *mntp)
+            else:
+                out.mask_update = self._count_update(step)
             self.mask_counts.apply(out.mask_update)
         return out
+
+
+def _mask_update(step: int, T: int, lay: Layout, hit: np.ndarray) -> MaskUpdate:
+    """MaskUpdate from the corpus positions masked in the segments of `lay`."""
+    if _ranges_overlap(lay.src, lay.length):  # a chunk used twice in one step: count it twice
+        hit, inc = np.unique(hit, return_counts=True)
+    else:
+        inc = np.ones(len(hit), dtype=np.int64)
+    return MaskUpdate(step, T, torch.from_numpy(hit.astype(np.int64)), torch.from_numpy(inc.astype(np.int32)))
 
 
 def _ranges_overlap(start: np.ndarray, length: np.ndarray) -> bool:
@@ -477,15 +483,18 @@ def _ranges_overlap(start: np.ndarray, length: np.ndarray) -> bool:
 def build_rows(source: TrainBatches, global_rows: np.ndarray, samples: np.ndarray, causal: np.ndarray, step: int,
                T: int, rate: float, counts: np.ndarray | None, layout: Layout | None = None):
     """Rows of T + 1 tokens, their attention blocks and text flags, and the masking of the MNTP rows:
-    (x, segments, text, masked, x with masked tokens replaced), all (R, T + 1)."""
+    (x, segments, text, masked, x with masked tokens replaced), all (R, T + 1), and (the layout of
+    the MNTP segments, the corpus positions masked in them)."""
     lay = layout if layout is not None else source.layout(samples, T)
     x, seg, text = materialize(source.tokens, lay)
     masked = np.zeros_like(text)
     replaced = x.copy()
     keep = ~causal[lay.row]  # segments of MNTP rows
+    sub = Layout(lay.rows, T, lay.row[keep], lay.col[keep], lay.length[keep], lay.src[keep], lay.index[keep])
+    hits = np.zeros(0, dtype=np.int64)
     if keep.any():
-        sub = Layout(lay.rows, T, lay.row[keep], lay.col[keep], lay.length[keep], lay.src[keep], lay.index[keep])
-        tok, _, keys, sel = source._select(sub, global_rows, step, rate, counts)
+        tok, pos, keys, sel = source._select(sub, global_rows, step, rate, counts)
+        hits = pos[sel.masked]
         new, _ = span_replace(tok, sel, keys, source.cfg.model.vocab_size, source.cfg.objective)
         L = tok.shape[1]
         valid = np.arange(L)[None, :] < sub.length[:, None]
@@ -493,7 +502,7 @@ def build_rows(source: TrainBatches, global_rows: np.ndarray, samples: np.ndarra
         cc = (sub.col[:, None] + np.arange(L))[valid]
         masked[rr, cc] = sel.masked[valid]
         replaced[rr, cc] = new[valid]
-    return x, seg, text, masked, replaced
+    return x, seg, text, masked, replaced, (sub, hits)
 
 
 def make_micro_batch(x: np.ndarray, seg: np.ndarray, text: np.ndarray, masked: np.ndarray, replaced: np.ndarray,
@@ -542,7 +551,7 @@ def validation_batches(data_dir: str | Path, cfg: RunConfig, rows: int, batch_si
             lay = Layout(R, T, np.arange(R), np.ones(R, np.int64), np.full(R, T, np.int64), idx * T + 1,
                          np.zeros(R, np.int64), stream=idx * T)
         flags = np.full(R, causal)
-        x, seg, text, masked, replaced = build_rows(src, idx, idx, flags, 0x7FFFFFFF, T, rate, None, layout=lay)
+        x, seg, text, masked, replaced, _ = build_rows(src, idx, idx, flags, 0x7FFFFFFF, T, rate, None, layout=lay)
         out.append(make_micro_batch(x, seg, text, masked, replaced, flags))
     return out
 

@@ -321,6 +321,10 @@ class LayerWeights(nn.Module):
     embedding output and one per block output so far. Initialised to
     [0, ..., 0, 1]: the network starts as a plain pre-norm residual stack.
     The sums run in fp32 even under bf16 autocast (they are the residual stream).
+    This differs from the official code on purpose: there `torch.tensordot(alphas,
+    accumulator)` runs under autocast, so every weighted sum (and each stored block
+    output) is rounded to bf16. Same math, but bf16 training numerics differ slightly;
+    ours is the more accurate stream.
     Speed: all block outputs live in one (2L + 1, B, T, d) buffer, so a weighted
     sum is one matrix-vector product, and backward gathers each output's
     gradient in one more, instead of 2L scale-and-add kernels per block.

@@ -88,11 +88,14 @@ _SPAN_LENGTH, _SPAN_SCORE, _COUNT, _ACTION, _TOKEN, _FILL = range(1, 7)
 
 
 def _mix(z: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser on a uint64 array (a bijection with full avalanche)."""
+    """splitmix64 finaliser on a uint64 array (a bijection with full avalanche); works in place."""
     with np.errstate(over="ignore"):
-        z = (z ^ (z >> _S30)) * _M1
-        z = (z ^ (z >> _S27)) * _M2
-    return z ^ (z >> _S31)
+        z ^= z >> _S30
+        z *= _M1
+        z ^= z >> _S27
+        z *= _M2
+        z ^= z >> _S31
+    return z
 
 
 def hash_key(*parts) -> np.ndarray:
@@ -101,7 +104,7 @@ def hash_key(*parts) -> np.ndarray:
     for p in parts:
         p = np.asarray(p, dtype=np.int64).astype(np.uint64)
         with np.errstate(over="ignore"):
-            h = _mix(h ^ (p + _GAMMA))
+            h = _mix(np.array(h ^ (p + _GAMMA), dtype=np.uint64, ndmin=1)).reshape(np.broadcast(h, p).shape)
     return h
 
 
@@ -116,8 +119,12 @@ def hash_uniform(keys: np.ndarray, stream: int, index: np.ndarray | int) -> np.n
     if idx.ndim:
         k = k[:, None]
     with np.errstate(over="ignore"):
-        z = _mix(k + (idx + np.uint64(1)) * _GAMMA)
-    return (z >> _S11).astype(np.float64) * (1.0 / 9007199254740992.0)  # top 53 bits / 2^53
+        z = (idx + np.uint64(1)) * _GAMMA
+        z = _mix(np.add(k, z, dtype=np.uint64))
+    z >>= _S11  # top 53 bits
+    u = z.astype(np.float64)
+    u *= 1.0 / 9007199254740992.0  # / 2^53
+    return u
 
 
 def mask_key(seed: int, step: int, row, segment=0) -> np.ndarray:
@@ -154,11 +161,15 @@ def span_select(tokens: np.ndarray, lengths: np.ndarray, keys: np.ndarray, rate:
     maskable = valid & (tokens >= N_SPECIAL)
     # Spans tile every segment from its first token: span j has length 1..max_span.
     span_len = 1 + (hash_uniform(keys, _SPAN_LENGTH, pos) * max_span).astype(np.int64)  # (M, L)
-    starts = np.cumsum(span_len, axis=1) - span_len  # start of span j; starts[:, 0] = 0
+    starts = np.cumsum(span_len, axis=1)
+    starts -= span_len  # start of span j; starts[:, 0] = 0
     marks = np.zeros((M, L + 1), dtype=np.int32)
-    np.put_along_axis(marks, np.minimum(starts, L), 1, axis=1)
-    span = np.cumsum(marks[:, :L], axis=1) - 1  # (M, L) span index of every position
-    score = hash_uniform(keys, _SPAN_SCORE, span)  # the same score for every token of a span
+    marks.ravel()[(np.arange(M) * (L + 1))[:, None] + np.minimum(starts, L)] = 1
+    span = np.cumsum(marks[:, :L], axis=1)
+    span -= 1  # (M, L) span index of every position
+    n_spans = int(span[:, -1].max()) + 1 if M and L else 0
+    # one score per span (the same for all its tokens)
+    score = np.take_along_axis(hash_uniform(keys, _SPAN_SCORE, np.arange(n_spans)), span, axis=1)
     if counts is not None:  # softmax of the counts over the maskable tokens of each segment
         c = counts.astype(np.float64)
         top = np.max(np.where(maskable, c, 0.0), axis=1, keepdims=True)  # any shift >= the max will do
