@@ -44,6 +44,14 @@ class ModelConfig:
     dropout: float = _f(0.1, "dropout on embeddings, sub-layer outputs and the head")
     attention_dropout: float = _f(0.1, "dropout on attention probabilities and relative embeddings")
     layer_norm_eps: float = _f(1e-5, "LayerNorm epsilon (official configs: 1e-5)")
+    # Ablation switches (paper Table 2). The defaults are the paper's model; a switched-off part
+    # has no parameters, so its state-dict keys are absent.
+    attention_gate: bool = _f(
+        True, "attention gate: (softmax V) * GELU(gate) before the output projection (in_proj_vg, d -> 2d). "
+              "false = plain attention with in_proj_v (d -> d), as LTG-BERT / the official model.py (ablation)")
+    layer_weighting: bool = _f(
+        True, "DenseFormer-style layer weights (transformer.dwa_modules): each sub-layer's output is a learned "
+              "sum of all earlier ones. false = plain pre-LN residual stream (ablation)")
 
     def validate(self, where: str = "model") -> None:
         _check(self.vocab_size > 16, where, "vocab_size", "must be > 16 (16 special tokens)")
@@ -55,6 +63,8 @@ class ModelConfig:
         _check(self.max_position > self.position_buckets // 2, where, "max_position", "must exceed position_buckets/2")
         _check(0.0 <= self.dropout < 1.0, where, "dropout", "must be in [0, 1)")
         _check(0.0 <= self.attention_dropout < 1.0, where, "attention_dropout", "must be in [0, 1)")
+        for name in ("attention_gate", "layer_weighting"):
+            _check(isinstance(getattr(self, name), bool), where, name, "must be true or false")
 
 
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
@@ -86,6 +96,12 @@ class ObjectiveConfig:
     )
     mask_p_start: float = _f(0.30, "MNTP mask rate at step 0 (falls linearly to mask_p_end)")
     mask_p_end: float = _f(0.15, "MNTP mask rate at the last step")
+    mask_schedule: bool = _f(True, "falling mask rate mask_p_start -> mask_p_end (paper 2.2). false = mask_p_end "
+                                   "at every step (ablation 'w/o mask scheduling')")
+    balanced_masking: bool = _f(
+        False, "count-balanced masking (official): span scores are multiplied by softmax(how often each token "
+               "was masked before), so coverage evens out over epochs and spans break up. The counts are "
+               "training state (saved in checkpoints), reset when the row length changes")
     mask_random_p: float = _f(0.10, "share of masked spans replaced by random tokens")
     mask_keep_p: float = _f(0.10, "share of masked spans left unchanged")
     max_span: int = _f(3, "span lengths are uniform in 1..max_span")
@@ -98,6 +114,8 @@ class ObjectiveConfig:
         _check(self.mask_random_p >= 0 and self.mask_keep_p >= 0, where, "mask_random_p", "must be >= 0")
         _check(self.mask_random_p + self.mask_keep_p <= 1.0, where, "mask_keep_p", "mask_random_p + mask_keep_p must be <= 1")
         _check(self.max_span >= 1, where, "max_span", "must be >= 1")
+        for name in ("mask_schedule", "balanced_masking"):
+            _check(isinstance(getattr(self, name), bool), where, name, "must be true or false")
         _check(self.z_loss >= 0, where, "z_loss", "must be >= 0")
 
 
@@ -116,10 +134,18 @@ class TrainConfig:
     )
     micro_batch_size: int = _f(32, "rows per forward pass per process at seq_length (halved at 256, quartered at 512)")
     seq_length: int = _f(128, "tokens per row in the first phase")
-    seq_schedule: bool = _f(True, "paper's length schedule: 128, 2x from 70%, 4x from 90% (rows shrink to keep tokens/step)")
-    batch_ramp: bool = _f(True, "paper's batch ramp: tokens/step grow linearly from 1/4 to all of global_batch_tokens")
+    packing: str = _f(
+        "stream", "how rows are cut from the corpus. official: documents are cut into chunks of seq_length - 2 "
+                  "tokens, every chunk starts with <s> and gets its own attention block, a row is one chunk "
+                  "topped up with random other chunks (+ padding), as in the paper's code. stream: rows are "
+                  "windows of the token stream (one <s> per document; most rows start mid-document)")
+    seq_schedule: bool = _f(True, "paper's length schedule: 128, 2x from 70%, 4x from 90% (rows shrink to keep "
+                                  "tokens/step). false = seq_length throughout (ablation)")
+    batch_ramp: bool = _f(True, "paper's batch ramp: tokens/step grow linearly from 1/4 to all of global_batch_tokens "
+                                "(whole rows; the last micro-batch of a step may be smaller). false = full batch "
+                                "from step 0 (ablation 'w/o batch scheduling')")
     lr: float = _f(1.41e-2, "peak learning rate (paper: 1.41e-2 small, 1e-2 base)")
-    min_lr_factor: float = _f(0.1, "cosine decays to lr * min_lr_factor before the cooldown")
+    min_lr_factor: float = _f(0.1, "the cosine decays towards lr * min_lr_factor over the steps after warmup; the cooldown cuts it off")
     warmup: float = _f(0.016, "fraction of steps of linear warmup")
     cooldown: float = _f(0.016, "fraction of final steps of linear cooldown to 0")
     weight_decay: float = _f(0.1, "LAMB weight decay (not on biases and LayerNorm parameters)")
@@ -157,6 +183,11 @@ class TrainConfig:
                "must be positive (or 0 with a max_words budget, which then sets it)")
         _check(self.max_words >= 0, where, "max_words", "must be >= 0")
         _check(self.seq_length >= 2, where, "seq_length", "must be >= 2")
+        _check(self.packing in ("official", "stream"), where, "packing", "must be official or stream")
+        _check(self.packing != "official" or self.seq_length >= 4, where, "seq_length",
+               "must be >= 4 with official packing (chunks of seq_length - 2 tokens)")
+        for name in ("seq_schedule", "batch_ramp"):
+            _check(isinstance(getattr(self, name), bool), where, name, "must be true or false")
         top = self.seq_length * (4 if self.seq_schedule else 1)
         _check(top <= 512, where, "seq_length",
                f"{self.seq_length} gives rows of {top} tokens, above the model's 512 limit")

@@ -1,23 +1,66 @@
-"""Stateless, rank-sharded training batches from a prepared token stream.
+"""Rank-sharded, resumable training batches from a prepared token stream.
 
 `gptbert prepare` (corpus.py) writes the corpus as one uint16 stream in which
-every document starts with `<s>`. Training rows are windows of T + 1 tokens
-of that stream (T inputs, T shifted targets). Everything about a step's batch
-is a pure function of (seed, step):
+every document starts with `<s>`. A training row is T + 1 tokens (T inputs,
+T shifted targets), cut from that stream in one of two ways (`train.packing`):
+
+  official  (the paper's code, `dataset.py`): documents are cut into chunks of
+            T - 2 tokens. A row is `<s>` + one chunk, topped up with `<s>` +
+            further random chunks while at least two positions are free (the
+            last one cut to fit, at a random offset), then padded. Every chunk
+            is its own attention block (segment), so no row starts without
+            `<s>` and `<s>` means "start of chunk". A full chunk fills a row
+            with one padding input.
+  stream    rows are windows of the stream on a fixed grid: one `<s>` per
+            document, most rows start mid-document, attention blocks are the
+            documents (`<s>` to `<s>`), no padding.
+
+Everything about a step's batch is a pure function of (seed, step):
 
   - its shape, from the paper's schedules (section 4, Table 3): tokens per
-    step ramp linearly from 1/4 to all of global_batch_tokens over training;
-    rows hold T = 128 tokens, 256 from 70% and 512 from 90% of the steps,
-    with half and a quarter of the rows, so tokens per step stay the same
-  - which windows it reads: global row r of step s is sample number
-    c = (rows of all earlier steps) + r; windows of length T are visited in a
-    fresh random order every epoch (seeded by (seed, T, epoch)), so each
-    epoch covers every window once
+    step ramp linearly from 1/4 to all of global_batch_tokens over training
+    (rows rounded to whole rows, so even a 2-micro-batch preset gets a
+    linear ramp); rows hold T = 128 tokens, 256 from 70% and 512 from 90% of
+    the steps, with half and a quarter of the rows, so tokens per step stay
+    the same
+  - which text it reads: global row r of step s is sample number
+    c = (rows of all earlier steps) + r. Windows (stream) or first chunks
+    (official) are visited in a fresh random order every epoch (seeded by
+    (seed, T, epoch)), so each epoch covers every one once; the top-up chunks
+    and their offsets are drawn from a hash of (seed, T, c)
   - which rows are causal and how MNTP rows are masked (objectives.py)
 
 So a resumed run, a run with data-loader workers and a run on any number of
 processes read exactly the same global batch at every step. Rank k of N takes
-the k-th contiguous slice of the global rows, cut into micro-batches.
+the k-th contiguous slice of the global rows (sizes differ by at most one
+row), cut into micro-batches of at most micro_batch_size rows.
+
+Count-balanced masking (`objective.balanced_masking`) is the one exception to
+"pure function of (seed, step)": the official code multiplies span scores by
+softmax(how often each token was masked before), counts that live across
+epochs. Here the counts (`MaskCounts`, one uint16 per corpus token) are a
+deterministic function of (seed, step) all the same: the counts before step s
+are the masks of all MNTP rows of all global batches since the row length
+last changed (the official code starts new counts with every new row length).
+That makes them exact under every setting:
+
+  - DDP: every rank keeps the same *global* counts. To mask its own rows at
+    step s a rank needs what every other rank masked before, so each rank
+    also computes the mask selection (not the replacement tokens or the
+    batch tensors) of the whole global batch. One process equals N
+    processes, and resuming with another world size is exact.
+  - workers > 0: every worker keeps its own copy and, before building step s,
+    replays the selections of the steps that other workers built. Each
+    worker thus does the selection work of every step; building rows and
+    tensors is still split between them. Each step's batch carries its count
+    update (`StepBatch.mask_update`), and the main process applies it to its
+    own copy (`TrainBatches.commit`), which is the copy that is saved.
+  - resume: checkpoints store the counts (`mask_state`), so a resumed run
+    continues from them; without saved counts the selections are replayed
+    from step 0 (exact, just slower).
+
+Cost: the selection over the global batch is a few vectorised numpy passes
+per step (measured in the report of issue 13 / tests/test_train.py).
 """
 
 from __future__ import annotations
@@ -30,19 +73,34 @@ import torch
 
 from .config import RunConfig
 from .errors import GPTBertError
-from .objectives import causal_row, causal_rows, mask_rate, mntp_row, row_rng, segment_ids
+from .objectives import (_FILL, IGNORE, causal_rows, hash_key, hash_uniform, mask_key, span_replace, span_select,
+                         step_mask_rate)
+from .tokenizer import BOS_ID, PAD_ID
+
+
+# ---------------------------------------------------------------------------
+# Step shapes
 
 
 @dataclass(frozen=True)
 class StepShape:
     seq_length: int  # T: tokens per row at this step
     rows: int  # rows in the global batch (all ranks, all micro-batches)
-    micro_rows: int  # rows per forward pass per rank
-    micro_steps: int  # forward passes per rank (gradient accumulation)
+    micro_rows: int  # at most this many rows per forward pass per rank
+    micro_steps: int  # forward passes of the rank with the most rows (gradient accumulation)
 
     @property
     def tokens(self) -> int:
         return self.rows * self.seq_length
+
+    def rank_rows(self, rank: int, world_size: int) -> tuple[int, int]:
+        """Global rows [lo, hi) of one rank: contiguous slices whose sizes differ by at most one."""
+        return rank * self.rows // world_size, (rank + 1) * self.rows // world_size
+
+    def micro_batches(self, rank: int, world_size: int) -> list[tuple[int, int]]:
+        """Global row ranges of one rank's micro-batches (full ones first, the last may be smaller)."""
+        lo, hi = self.rank_rows(rank, world_size)
+        return [(a, min(a + self.micro_rows, hi)) for a in range(lo, hi, self.micro_rows)]
 
 
 def step_shape(step: int, cfg: RunConfig, world_size: int = 1) -> StepShape:
@@ -54,9 +112,11 @@ def step_shape(step: int, cfg: RunConfig, world_size: int = 1) -> StepShape:
     T = t.seq_length * mult
     tokens = t.global_batch_tokens * ((0.25 + 0.75 * frac) if t.batch_ramp else 1.0)
     micro_rows = max(1, t.micro_batch_size // mult)
-    unit = micro_rows * world_size
-    rows = max(unit, int(round(tokens / T / unit)) * unit)
-    return StepShape(T, rows, micro_rows, rows // unit)
+    # Whole rows, not micro-batch multiples: the ramp stays linear (within half a row) for any
+    # preset, and the global batch does not depend on the world size (unless it has < 1 row a rank).
+    rows = max(world_size, int(round(tokens / T)))
+    per_rank = -(-rows // world_size)
+    return StepShape(T, rows, micro_rows, -(-per_rank // micro_rows))
 
 
 _CUMULATIVE: dict[tuple, np.ndarray] = {}
@@ -73,11 +133,15 @@ def samples_before(step: int, cfg: RunConfig, world_size: int = 1) -> int:
     return int(_CUMULATIVE[key][step])
 
 
+# ---------------------------------------------------------------------------
+# Batches
+
+
 @dataclass
 class MicroBatch:
     input_ids: torch.Tensor  # (b, T) int64
     targets: torch.Tensor  # (b, T) int64, -100 = no target
-    segments: torch.Tensor  # (b, T) int64 document id per position
+    segments: torch.Tensor  # (b, T) int64 attention block (document / chunk / padding) of every position
     is_causal: torch.Tensor  # (b,) bool
 
     def to(self, device: torch.device, non_blocking: bool = False) -> "MicroBatch":
@@ -88,40 +152,169 @@ class MicroBatch:
         return MicroBatch(*(t.pin_memory() for t in (self.input_ids, self.targets, self.segments, self.is_causal)))
 
 
-def make_micro_batch(windows: list[np.ndarray], causal: np.ndarray, rates: float, seeds: list[tuple],
-                     vocab_size: int, cfg: RunConfig) -> MicroBatch:
-    """Turn T+1-token windows into one mixed micro-batch (causal and MNTP rows side by side)."""
-    inputs, targets = [], []
-    for x, is_c, (seed, step, row) in zip(windows, causal, seeds):
-        x = x.astype(np.int64)
-        if is_c:
-            inp, tgt = causal_row(x)
-        else:
-            inp, tgt = mntp_row(x, rates, row_rng(seed, step, row), vocab_size, cfg.objective)
-        inputs.append(inp)
-        targets.append(tgt)
-    inp = np.stack(inputs)
-    return MicroBatch(
-        torch.from_numpy(inp),
-        torch.from_numpy(np.stack(targets)),
-        torch.from_numpy(segment_ids(inp)),
-        torch.from_numpy(np.asarray(causal, dtype=bool)),
-    )
+@dataclass
+class MaskUpdate:
+    """What one step adds to the mask counts: +increments at corpus positions (all ranks' rows)."""
+
+    step: int
+    seq_length: int
+    positions: torch.Tensor  # (n,) int64, unique
+    increments: torch.Tensor  # (n,) int32
+
+
+class StepBatch(list):
+    """One rank's micro-batches of a step (a list of MicroBatch) and, with count-balanced
+    masking, the step's MaskUpdate for the main process's copy of the counts."""
+
+    def __init__(self, micro_batches=(), mask_update: MaskUpdate | None = None):
+        super().__init__(micro_batches)
+        self.mask_update = mask_update
+
+    def pin_memory(self) -> "StepBatch":
+        return StepBatch([mb.pin_memory() for mb in self], self.mask_update)
+
+
+@dataclass
+class Layout:
+    """Where the text segments of R rows of T + 1 tokens come from. A segment is `<s>` at column
+    col - 1 followed by `length` corpus tokens from stream position src on (stream packing: the
+    whole window after its first token, without a `<s>` of its own)."""
+
+    rows: int
+    T: int
+    row: np.ndarray  # (M,) row of every segment
+    col: np.ndarray  # (M,) column of its first text token
+    length: np.ndarray  # (M,)
+    src: np.ndarray  # (M,) corpus position of its first text token
+    index: np.ndarray  # (M,) segment number within its row (0 = first)
+    stream: np.ndarray | None = None  # (R,) window starts (stream packing)
+
+
+@dataclass
+class Chunks:
+    """The official chunks of T - 2 tokens: every document's text cut from its start."""
+
+    start: np.ndarray  # (n,) corpus position of the first token
+    length: np.ndarray  # (n,) 2 .. T - 2 tokens
+
+
+def chunk_table(tokens: np.ndarray, T: int) -> Chunks:
+    """Documents (`<s>` to `<s>`, without the `<s>`) cut into chunks of T - 2 tokens; chunks
+    of a single token are dropped, as in the official `dataset.py`."""
+    C = T - 2
+    bos = np.flatnonzero(np.asarray(tokens) == BOS_ID)
+    n = tokens.shape[0]
+    starts, ends = bos + 1, np.append(bos[1:], n)
+    if len(bos) == 0 or bos[0] != 0:  # text before the first <s> is a document too
+        starts = np.insert(starts, 0, 0)
+        ends = np.insert(ends, 0, bos[0] if len(bos) else n)
+    lengths = ends - starts
+    per_doc = -(-lengths // C)
+    doc = np.repeat(np.arange(len(starts)), per_doc)
+    k = np.arange(len(doc)) - np.repeat(np.cumsum(per_doc) - per_doc, per_doc)
+    cs = starts[doc] + k * C
+    cl = np.minimum(C, ends[doc] - cs)
+    keep = cl >= 2
+    return Chunks(cs[keep].astype(np.int64), cl[keep].astype(np.int64))
+
+
+def _spread(values: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(np.repeat(values, lengths), offsets 0..len-1 within each repeat)."""
+    rep = np.repeat(values, lengths)
+    within = np.arange(len(rep)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return rep, within
+
+
+def materialize(tokens: np.ndarray, lay: Layout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Layout -> (x (R, T+1) tokens, segments (R, T+1) attention blocks, text (R, T+1) bool).
+
+    text marks the corpus tokens (not `<s>`, not padding): the positions that can be targets.
+    """
+    R, T = lay.rows, lay.T
+    if lay.stream is not None:  # windows of the stream; blocks = documents
+        x = np.asarray(tokens[lay.stream[:, None] + np.arange(T + 1)], dtype=np.int64)
+        return x, np.cumsum(x == BOS_ID, axis=1), x != BOS_ID
+    x = np.full((R, T + 1), PAD_ID, dtype=np.int64)
+    seg = np.zeros((R, T + 1), dtype=np.int64)  # padding: block 0
+    x[lay.row, lay.col - 1] = BOS_ID
+    seg[lay.row, lay.col - 1] = lay.index + 1
+    rr, within = _spread(lay.row, lay.length)
+    cc = np.repeat(lay.col, lay.length) + within
+    x[rr, cc] = tokens[np.repeat(lay.src, lay.length) + within]
+    seg[rr, cc] = np.repeat(lay.index, lay.length) + 1
+    text = np.zeros((R, T + 1), dtype=bool)
+    text[rr, cc] = True
+    return x, seg, text & (x != BOS_ID)
+
+
+def segment_tokens(tokens: np.ndarray, lay: Layout) -> tuple[np.ndarray, np.ndarray]:
+    """(M, L) corpus tokens of every segment (left-aligned, padded with PAD) and their positions."""
+    L = int(lay.length.max()) if len(lay.length) else 0
+    pos = lay.src[:, None] + np.arange(L)
+    pos = np.where(np.arange(L) < lay.length[:, None], pos, lay.src[:, None])  # inside the corpus
+    tok = np.asarray(tokens[pos], dtype=np.int64)
+    tok[np.arange(L)[None, :] >= lay.length[:, None]] = PAD_ID
+    return tok, pos
+
+
+class MaskCounts:
+    """How often every corpus token has been masked (count-balanced masking): training state.
+
+    `step`: the counts include every step before it. `seq_length`: the row length they were
+    collected at; a step with another length starts from zero counts (as the official code,
+    which builds new datasets when the length changes). uint16, saturating at 65535.
+    """
+
+    def __init__(self, n_tokens: int):
+        self.counts = np.zeros(n_tokens, dtype=np.uint16)
+        self.step = 0
+        self.seq_length = 0
+
+    def reset(self) -> None:
+        self.counts[:] = 0
+        self.step = self.seq_length = 0
+
+    def lookup(self, T: int) -> np.ndarray | None:
+        """The counts for a step with rows of T tokens (None = all zero)."""
+        return self.counts if self.seq_length == T else None
+
+    def apply(self, update: MaskUpdate) -> None:
+        if update.step != self.step:
+            raise GPTBertError(f"mask counts are at step {self.step}, got the update of step {update.step}")
+        if update.seq_length != self.seq_length:
+            self.counts[:] = 0
+            self.seq_length = update.seq_length
+        pos = update.positions.numpy()
+        self.counts[pos] = np.minimum(self.counts[pos].astype(np.int64) + update.increments.numpy(), 65535)
+        self.step += 1
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "seq_length": self.seq_length, "counts": self.counts.copy()}
+
+    def load_state_dict(self, state: dict, source: str = "mask counts") -> None:
+        counts = np.asarray(state["counts"])
+        if counts.shape != self.counts.shape:
+            raise GPTBertError(f"{source}: mask counts for {counts.shape[0]} tokens, but the corpus has "
+                               f"{self.counts.shape[0]} (another train.bin?)")
+        self.counts = counts.astype(np.uint16, copy=True)
+        self.step, self.seq_length = int(state["step"]), int(state["seq_length"])
 
 
 class TrainBatches(torch.utils.data.Dataset):
-    """Item `step` = this rank's micro-batches of that step. Safe in DataLoader workers."""
+    """Item `step` = this rank's micro-batches of that step (a StepBatch). Safe in DataLoader workers."""
 
     def __init__(self, data_dir: str | Path, cfg: RunConfig, rank: int = 0, world_size: int = 1, split: str = "train"):
         self.path = Path(data_dir) / f"{split}.bin"
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
         self._tokens: np.ndarray | None = None
-        self._perm_key: tuple | None = None
-        self._perm: np.ndarray | None = None
+        self._orders: dict[tuple, np.ndarray] = {}
+        self._chunks: dict[int, Chunks] = {}
         n = self.tokens.shape[0]
         longest = max(step_shape(s, cfg, world_size).seq_length for s in (0, int(cfg.train.max_steps * 0.95)))
         if n < longest + 2:
             raise GPTBertError(f"{self.path}: {n} tokens is too few for rows of {longest} tokens")
+        self.mask_counts = MaskCounts(n) if cfg.objective.balanced_masking else None
+        self._counts_start: dict | None = None  # state to replay from when asked for an earlier step
 
     @property
     def tokens(self) -> np.ndarray:
@@ -132,46 +325,241 @@ class TrainBatches(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.cfg.train.max_steps
 
+    # -- which text ------------------------------------------------------------
+
+    def _order(self, samples: np.ndarray, n: int, T: int, tag: int) -> np.ndarray:
+        """Item of each sample when n items are visited in a fresh random order every epoch."""
+        epochs, i = np.divmod(samples, n)
+        out = np.empty_like(samples)
+        for e in np.unique(epochs):
+            key = (tag, T, int(e))
+            if key not in self._orders:
+                if len(self._orders) > 8:
+                    self._orders.clear()
+                rng = np.random.default_rng(np.random.SeedSequence([self.cfg.train.seed, T, int(e), tag]))
+                self._orders[key] = rng.permutation(n)
+            sel = epochs == e
+            out[sel] = self._orders[key][i[sel]]
+        return out
+
     def window(self, sample: int, T: int) -> np.ndarray:
-        n_windows = (self.tokens.shape[0] - 1) // T
-        epoch, i = divmod(sample, n_windows)
-        key = (T, epoch)
-        if self._perm_key != key:
-            rng = np.random.default_rng(np.random.SeedSequence([self.cfg.train.seed, T, epoch, 0xDA7A]))
-            self._perm, self._perm_key = rng.permutation(n_windows), key
-        start = int(self._perm[i]) * T
+        """The T + 1 tokens of one stream-packed sample."""
+        start = int(self._stream_layout(np.array([sample]), T).stream[0])
         return np.asarray(self.tokens[start:start + T + 1])
 
-    def __getitem__(self, step: int) -> list[MicroBatch]:
+    def _stream_layout(self, samples: np.ndarray, T: int) -> Layout:
+        n_windows = (self.tokens.shape[0] - 1) // T
+        start = self._order(samples, n_windows, T, 0xDA7A) * T
+        R = len(samples)
+        return Layout(R, T, np.arange(R), np.ones(R, np.int64), np.full(R, T, np.int64), start + 1,
+                      np.zeros(R, np.int64), stream=start)
+
+    def chunks(self, T: int) -> Chunks:
+        if T not in self._chunks:
+            self._chunks[T] = chunk_table(self.tokens, T)
+            if len(self._chunks[T].start) == 0:
+                raise GPTBertError(f"{self.path}: no document has 2 or more tokens")
+        return self._chunks[T]
+
+    def _official_layout(self, samples: np.ndarray, T: int) -> Layout:
+        ch = self.chunks(T)
+        n = len(ch.start)
+        R = len(samples)
+        first = self._order(samples, n, T, 0xC4A1C)
+        parts = [(np.arange(R), np.ones(R, np.int64), ch.length[first], ch.start[first], np.zeros(R, np.int64))]
+        fill = 1 + ch.length[first]  # tokens of the row so far (<s> + chunk)
+        keys = hash_key(self.cfg.train.seed, T, samples, 0xF111)
+        j = 1
+        active = np.flatnonzero(T - fill > 1)
+        while len(active):  # top up with random chunks, the last one cut to fit at a random offset
+            f = np.minimum((hash_uniform(keys[active], _FILL, 2 * j) * n).astype(np.int64), n - 1)
+            take = np.minimum(T - fill[active], ch.length[f])
+            offset = (hash_uniform(keys[active], _FILL, 2 * j + 1) * (ch.length[f] - take + 1)).astype(np.int64)
+            parts.append((active, fill[active] + 1, take, ch.start[f] + offset, np.full(len(active), j)))
+            fill[active] += 1 + take
+            active = active[T - fill[active] > 1]
+            j += 1
+        row, col, length, src, index = (np.concatenate(p) for p in zip(*parts))
+        return Layout(R, T, row, col, length, src, index)
+
+    def layout(self, samples: np.ndarray, T: int) -> Layout:
+        if self.cfg.train.packing == "official":
+            return self._official_layout(samples, T)
+        return self._stream_layout(samples, T)
+
+    # -- masking ---------------------------------------------------------------
+
+    def _select(self, lay: Layout, global_rows: np.ndarray, step: int, rate: float, counts: np.ndarray | None):
+        tok, pos = segment_tokens(self.tokens, lay)
+        keys = mask_key(self.cfg.train.seed, step, global_rows[lay.row], lay.index)
+        c = None if counts is None else counts[pos]
+        return tok, pos, keys, span_select(tok, lay.length, keys, rate, self.cfg.objective.max_span, c)
+
+    def _count_update(self, step: int) -> MaskUpdate:
+        """Positions masked by the MNTP rows of the whole global batch of `step` (from the counts before it)."""
         cfg = self.cfg
         shape = step_shape(step, cfg, self.world_size)
+        mntp = np.flatnonzero(~causal_rows(shape.rows, cfg.objective.causal_ratio, cfg.train.seed, step))
+        lay = self.layout(samples_before(step, cfg, self.world_size) + mntp, shape.seq_length)
+        rate = step_mask_rate(step, cfg.train.max_steps, cfg.objective)
+        _, pos, _, sel = self._select(lay, mntp, step, rate, self.mask_counts.lookup(shape.seq_length))
+        return _mask_update(step, shape.seq_length, lay, pos[sel.masked])
+
+    def advance(self, step: int) -> None:
+        """Bring the mask counts to `step` (replaying the selections of the steps in between)."""
+        st = self.mask_counts
+        if st.step > step:  # asked for an earlier step: replay from the loaded state, or from step 0
+            start = self._counts_start
+            if start is not None and start["step"] <= step:
+                st.load_state_dict(start)
+            else:
+                st.reset()
+        while st.step < step:
+            st.apply(self._count_update(st.step))
+
+    def load_mask_state(self, state: dict, source: str = "checkpoint") -> None:
+        """Start from saved mask counts (before building any batch and before forking workers)."""
+        self.mask_counts.load_state_dict(state, source)
+        self._counts_start = self.mask_counts.state_dict()
+
+    def mask_state(self) -> dict | None:
+        return None if self.mask_counts is None else self.mask_counts.state_dict()
+
+    def commit(self, step: int, item: StepBatch) -> None:
+        """Main process: bring its copy of the mask counts past `step`, using the update that came
+        with the step's batch (built in a worker) unless this object built the batch itself."""
+        st = self.mask_counts
+        if st is None or st.step == step + 1:
+            return
+        if st.step != step or item.mask_update is None:
+            self.advance(step + 1)
+        else:
+            st.apply(item.mask_update)
+
+    # -- the batch of a step ---------------------------------------------------
+
+    def __getitem__(self, step: int) -> StepBatch:
+        cfg = self.cfg
+        shape = step_shape(step, cfg, self.world_size)
+        T = shape.seq_length
         first = samples_before(step, cfg, self.world_size)
         causal = causal_rows(shape.rows, cfg.objective.causal_ratio, cfg.train.seed, step)
-        rate = mask_rate(step, cfg.train.max_steps, cfg.objective.mask_p_start, cfg.objective.mask_p_end)
-        per_rank = shape.rows // self.world_size
-        out = []
-        for m in range(shape.micro_steps):
-            rows = range(self.rank * per_rank + m * shape.micro_rows, self.rank * per_rank + (m + 1) * shape.micro_rows)
-            windows = [self.window(first + r, shape.seq_length) for r in rows]
-            seeds = [(cfg.train.seed, step, r) for r in rows]
-            out.append(make_micro_batch(windows, causal[list(rows)], rate, seeds, cfg.model.vocab_size, cfg))
+        rate = step_mask_rate(step, cfg.train.max_steps, cfg.objective)
+        counts = None
+        if self.mask_counts is not None:
+            self.advance(step)
+            counts = self.mask_counts.lookup(T)
+        lo, hi = shape.rank_rows(self.rank, self.world_size)
+        own = np.arange(lo, hi)
+        x, seg, text, masked, replaced, mntp = build_rows(self, own, first + own, causal[own], step, T, rate, counts)
+        out = StepBatch()
+        for a, b in shape.micro_batches(self.rank, self.world_size):
+            out.append(make_micro_batch(x[a - lo:b - lo], seg[a - lo:b - lo], text[a - lo:b - lo],
+                                        masked[a - lo:b - lo], replaced[a - lo:b - lo], causal[a:b]))
+        if self.mask_counts is not None:
+            if lo == 0 and hi == shape.rows:  # this process masked the whole global batch already
+                out.mask_update = _mask_update(step, T, *mntp)
+            else:
+                out.mask_update = self._count_update(step)
+            self.mask_counts.apply(out.mask_update)
         return out
+
+
+def _mask_update(step: int, T: int, lay: Layout, hit: np.ndarray) -> MaskUpdate:
+    """MaskUpdate from the corpus positions masked in the segments of `lay`."""
+    if _ranges_overlap(lay.src, lay.length):  # a chunk used twice in one step: count it twice
+        hit, inc = np.unique(hit, return_counts=True)
+    else:
+        inc = np.ones(len(hit), dtype=np.int64)
+    return MaskUpdate(step, T, torch.from_numpy(hit.astype(np.int64)), torch.from_numpy(inc.astype(np.int32)))
+
+
+def _ranges_overlap(start: np.ndarray, length: np.ndarray) -> bool:
+    order = np.argsort(start, kind="stable")
+    s, e = start[order], start[order] + length[order]
+    return bool(np.any(s[1:] < e[:-1]))
+
+
+def build_rows(source: TrainBatches, global_rows: np.ndarray, samples: np.ndarray, causal: np.ndarray, step: int,
+               T: int, rate: float, counts: np.ndarray | None, layout: Layout | None = None):
+    """Rows of T + 1 tokens, their attention blocks and text flags, and the masking of the MNTP rows:
+    (x, segments, text, masked, x with masked tokens replaced), all (R, T + 1), and (the layout of
+    the MNTP segments, the corpus positions masked in them)."""
+    lay = layout if layout is not None else source.layout(samples, T)
+    x, seg, text = materialize(source.tokens, lay)
+    masked = np.zeros_like(text)
+    replaced = x.copy()
+    keep = ~causal[lay.row]  # segments of MNTP rows
+    sub = Layout(lay.rows, T, lay.row[keep], lay.col[keep], lay.length[keep], lay.src[keep], lay.index[keep])
+    hits = np.zeros(0, dtype=np.int64)
+    if keep.any():
+        tok, pos, keys, sel = source._select(sub, global_rows, step, rate, counts)
+        hits = pos[sel.masked]
+        new, _ = span_replace(tok, sel, keys, source.cfg.model.vocab_size, source.cfg.objective)
+        L = tok.shape[1]
+        valid = np.arange(L)[None, :] < sub.length[:, None]
+        rr = np.broadcast_to(sub.row[:, None], valid.shape)[valid]
+        cc = (sub.col[:, None] + np.arange(L))[valid]
+        masked[rr, cc] = sel.masked[valid]
+        replaced[rr, cc] = new[valid]
+    return x, seg, text, masked, replaced, (sub, hits)
+
+
+def make_micro_batch(x: np.ndarray, seg: np.ndarray, text: np.ndarray, masked: np.ndarray, replaced: np.ndarray,
+                     causal: np.ndarray) -> MicroBatch:
+    """Rows of T+1 tokens -> one mixed micro-batch (causal and MNTP rows side by side).
+
+    causal rows: input x[:-1], target x[1:] where that is text (not `<s>`, not padding)
+    MNTP rows:   input = masked x[:-1], target x[k+1] at k where token k+1 was masked
+    """
+    causal = np.asarray(causal, dtype=bool)
+    y = x[:, 1:]
+    target = np.where(causal[:, None], np.where(text[:, 1:], y, IGNORE), np.where(masked[:, 1:], y, IGNORE))
+    inputs = np.where(causal[:, None], x[:, :-1], replaced[:, :-1])
+    return MicroBatch(
+        torch.from_numpy(np.ascontiguousarray(inputs)),
+        torch.from_numpy(np.ascontiguousarray(target)),
+        torch.from_numpy(np.ascontiguousarray(seg[:, :-1])),
+        torch.from_numpy(causal.copy()),
+    )
 
 
 def validation_batches(data_dir: str | Path, cfg: RunConfig, rows: int, batch_size: int, causal: bool,
                        rate: float = 0.15) -> list[MicroBatch]:
-    """Fixed validation rows: the first `rows` consecutive windows of val.bin, all causal or all MNTP
-    at a fixed mask rate (paper: validation uses 15%), masked with a fixed seed."""
+    """Fixed validation rows, all causal or all MNTP at a fixed mask rate (paper: validation uses
+    15%), masked with a fixed seed. Stream packing: the first `rows` consecutive windows of val.bin.
+    Official packing: its first `rows` chunks, one per row (`<s>` + chunk + padding, as the official
+    `ValidationDataset`)."""
     path = Path(data_dir) / "val.bin"
     tokens = np.memmap(path, dtype=np.uint16, mode="r")
     T = cfg.train.seq_length
-    n = min(rows, (tokens.shape[0] - 1) // T)
+    src = _ValSource(tokens, cfg)
+    if cfg.train.packing == "official":
+        ch = chunk_table(tokens, T) if tokens.shape[0] > 1 else Chunks(np.zeros(0, np.int64), np.zeros(0, np.int64))
+        n = min(rows, len(ch.start))
+    else:
+        n = min(rows, (tokens.shape[0] - 1) // T)
     if n < 1:
         raise GPTBertError(f"{path}: {tokens.shape[0]} tokens is too few for one validation row of {T} tokens")
     out = []
     for s in range(0, n, batch_size):
-        idx = list(range(s, min(n, s + batch_size)))
-        windows = [np.asarray(tokens[i * T:i * T + T + 1]) for i in idx]
-        seeds = [(cfg.train.seed, -1 & 0x7FFFFFFF, i) for i in idx]
-        out.append(make_micro_batch(windows, np.full(len(idx), causal), rate, seeds, cfg.model.vocab_size, cfg))
+        idx = np.arange(s, min(n, s + batch_size))
+        R = len(idx)
+        if cfg.train.packing == "official":
+            lay = Layout(R, T, np.arange(R), np.ones(R, np.int64), ch.length[idx], ch.start[idx], np.zeros(R, np.int64))
+        else:
+            lay = Layout(R, T, np.arange(R), np.ones(R, np.int64), np.full(R, T, np.int64), idx * T + 1,
+                         np.zeros(R, np.int64), stream=idx * T)
+        flags = np.full(R, causal)
+        x, seg, text, masked, replaced, _ = build_rows(src, idx, idx, flags, 0x7FFFFFFF, T, rate, None, layout=lay)
+        out.append(make_micro_batch(x, seg, text, masked, replaced, flags))
     return out
+
+
+class _ValSource:
+    """The parts of TrainBatches that build_rows uses, over val.bin."""
+
+    def __init__(self, tokens: np.ndarray, cfg: RunConfig):
+        self.tokens, self.cfg = tokens, cfg
+
+    _select = TrainBatches._select

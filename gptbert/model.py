@@ -12,12 +12,14 @@ Architecture (LTG-BERT lineage, paper section 2, official `model_extra.py`):
     relative embeddings pass through an affine LayerNorm and are projected
     by each layer's own query/key projection
   - attention gate: (softmax(scores) V) * GELU(gate) -> LayerNorm -> out_proj
+    (`attention_gate=False`: no gate, `in_proj_v` instead of `in_proj_vg`)
   - GEGLU feed-forward with an extra LayerNorm before the down projection
   - all LayerNorms inside blocks are parameter-free (pre-norm)
   - DenseFormer-style layer weights: attention and FFN are separate blocks
     (2L in all); after each block the stream becomes an unconstrained
     weighted sum of the embedding output and every earlier block output,
-    initialised to a plain residual network
+    initialised to a plain residual network (`layer_weighting=False`: that
+    plain residual network, without the weights)
   - head: LayerNorm -> Linear -> GELU -> LayerNorm -> dropout -> Linear tied
     to the word embedding
   - init: trunc-normal(std = sqrt(2 / (5 d)), +-2 std), biases 0, FFN
@@ -143,7 +145,11 @@ class Attention(nn.Module):
         self.max_position = cfg.max_position
         self.pre_layer_norm = nn.LayerNorm(d, cfg.layer_norm_eps, elementwise_affine=False)
         self.in_proj_qk = nn.Linear(d, 2 * d)  # queries and keys (also of the relative embeddings)
-        self.in_proj_vg = nn.Linear(d, 2 * d)  # values and the attention gate
+        self.gated = cfg.attention_gate
+        if self.gated:
+            self.in_proj_vg = nn.Linear(d, 2 * d)  # values and the attention gate
+        else:  # ablation: no gate (LTG-BERT / official model.py)
+            self.in_proj_v = nn.Linear(d, d)
         self.post_layer_norm = nn.LayerNorm(d, cfg.layer_norm_eps, elementwise_affine=False)
         self.out_proj = nn.Linear(d, d)
         self.attention_dropout = cfg.attention_dropout
@@ -166,7 +172,10 @@ class Attention(nn.Module):
         H, D = self.num_heads, self.head_dim
         h = self.pre_layer_norm(x)
         q, k = self.in_proj_qk(h).chunk(2, dim=-1)  # (B, T, d) each
-        v, gate = self.in_proj_vg(h).chunk(2, dim=-1)
+        if self.gated:
+            v, gate = self.in_proj_vg(h).chunk(2, dim=-1)
+        else:
+            v, gate = self.in_proj_v(h), None
         q = q.view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
         k = k.view(B, T, H, D).transpose(1, 2)
         v = v.view(B, T, H, D).transpose(1, 2)
@@ -196,7 +205,8 @@ class Attention(nn.Module):
                 dropout_p=self.attention_dropout if self.training else 0.0, scale=self.scale,
             )  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, d)
-        y = y * F.gelu(gate)  # attention gate
+        if gate is not None:
+            y = y * F.gelu(gate)  # attention gate
         y = self.out_proj(self.post_layer_norm(y))
         return self.out_dropout(y)
 
@@ -322,6 +332,10 @@ class LayerWeights(nn.Module):
     embedding output and one per block output so far. Initialised to
     [0, ..., 0, 1]: the network starts as a plain pre-norm residual stack.
     The sums run in fp32 even under bf16 autocast (they are the residual stream).
+    This differs from the official code on purpose: there `torch.tensordot(alphas,
+    accumulator)` runs under autocast, so every weighted sum (and each stored block
+    output) is rounded to bf16. Same math, but bf16 training numerics differ slightly;
+    ours is the more accurate stream.
     Speed: all block outputs live in one (2L + 1, B, T, d) buffer, so a weighted
     sum is one matrix-vector product, and backward gathers each output's
     gradient in one more, instead of 2L scale-and-add kernels per block.
@@ -355,7 +369,8 @@ class Encoder(nn.Module):
         super().__init__()
         self.attention_layers = nn.ModuleList([Attention(cfg) for _ in range(cfg.num_layers)])
         self.mlp_layers = nn.ModuleList([FeedForward(cfg) for _ in range(cfg.num_layers)])
-        self.dwa_modules = LayerWeights(2 * cfg.num_layers)
+        # Ablation (layer_weighting=False): no weights at all, a plain pre-LN residual stream.
+        self.dwa_modules = LayerWeights(2 * cfg.num_layers) if cfg.layer_weighting else None
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, rel: torch.Tensor,
                 position_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -369,6 +384,11 @@ class Encoder(nn.Module):
             relative = position_ids[:, :, None] - position_ids[:, None, :]
             position_index = (bucket_position(relative, a.num_buckets, a.max_position) + a.num_buckets - 1)[:, None]
         dwa = self.dwa_modules
+        if dwa is None:  # plain residual stream (official model.py)
+            for attn, ff in zip(self.attention_layers, self.mlp_layers):
+                x = x + attn(x, mask, rel, position_index)
+                x = x + ff(x)
+            return x
         state, token = dwa.start(x)
         for i, (attn, ff) in enumerate(zip(self.attention_layers, self.mlp_layers)):
             token = dwa.store(state, token, x + attn(x, mask, rel, position_index), 2 * i + 1)
@@ -453,14 +473,15 @@ class GPTBERT(nn.Module):
         trunc(self.embedding.relative_embedding)
         self.embedding.relative_layer_norm.reset_parameters()
         for attn in self.transformer.attention_layers:
-            for proj in (attn.in_proj_qk, attn.in_proj_vg, attn.out_proj):
+            for proj in (attn.in_proj_qk, attn.in_proj_vg if attn.gated else attn.in_proj_v, attn.out_proj):
                 trunc(proj.weight)
                 proj.bias.zero_()
         for i, ff in enumerate(self.transformer.mlp_layers):
             depth_scale = math.sqrt(1.0 / (2.0 * (i + 1)))
             trunc(ff.mlp[1].weight, depth_scale)
             trunc(ff.mlp[4].weight, depth_scale)
-        self.transformer.dwa_modules.reset_parameters()
+        if self.transformer.dwa_modules is not None:
+            self.transformer.dwa_modules.reset_parameters()
         trunc(self.classifier.nonlinearity[1].weight)
         self.classifier.nonlinearity[1].bias.zero_()
         self.classifier.nonlinearity[-1].bias.zero_()

@@ -41,12 +41,12 @@ from tqdm import tqdm
 
 from . import distributed as dist_utils
 from .checkpoint import load_checkpoint, load_model_weights, save_checkpoint, state_dict_for_save
-from .config import RunConfig, save_config
+from .config import RunConfig, config_from_dict, save_config
 from .corpus import read_meta
 from .data import TrainBatches, step_shape, validation_batches
 from .errors import GPTBertError
 from .model import GPTBERT, attention_mask
-from .objectives import IGNORE, causal_rows, hybrid_loss, mask_rate
+from .objectives import IGNORE, causal_rows, hybrid_loss, step_mask_rate
 from .optim import EMA, Lamb, lr_factor, param_groups
 from .precision import autocast, fp32_matmul_via_onednn
 from .rundir import MetricsWriter, after_resume, prepare_run_dir
@@ -162,6 +162,7 @@ class _Run:
     net: torch.nn.Module  # the model as wrapped for training (DDP, torch.compile)
     optimizer: Lamb
     ema: EMA | None
+    batches: TrainBatches  # this rank's data; holds the mask counts of count-balanced masking
     start_step: int
     end_step: int
     tokens_seen: int
@@ -213,10 +214,17 @@ def _setup(cfg: RunConfig, resume: str | Path | None, max_steps_to_run: int | No
     optimizer = Lamb(param_groups(model, t.weight_decay), lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps)
     ema = EMA(model, t.ema_decay) if t.ema_decay > 0 else None
     start_step, tokens_seen, skipped = 0, 0, 0
+    batches = TrainBatches(t.data, cfg, d.rank, d.world_size)
 
     if ckpt is not None:
         ck = load_checkpoint(ckpt)
-        if ck.config.get("model") and ck.config["model"] != cfg.to_dict()["model"]:
+        saved_model = ck.config.get("model") or {}
+        if saved_model:  # fields added since (e.g. the ablation switches) take their defaults
+            try:
+                saved_model = config_from_dict({"model": saved_model}).to_dict()["model"]
+            except GPTBertError:
+                pass
+        if saved_model and saved_model != cfg.to_dict()["model"]:
             raise GPTBertError(f"{ck.path}: checkpoint was trained with a different model config")
         load_model_weights(model, ck.model, ck.path / "model.safetensors")
         if ema is not None and ck.ema is not None:
@@ -224,6 +232,11 @@ def _setup(cfg: RunConfig, resume: str | Path | None, max_steps_to_run: int | No
         optimizer.load_state_dict(ck.state["optimizer"])
         start_step, tokens_seen = int(ck.state["step"]), int(ck.state["tokens_seen"])
         skipped = int(ck.state.get("skipped_steps", 0))
+        if batches.mask_counts is not None:  # count-balanced masking: continue from the saved counts
+            saved = ck.state.get("mask_counts")
+            if saved is not None:
+                batches.load_mask_state(saved, str(ck.path / "state.pt"))
+            batches.advance(start_step)  # exact either way; without saved counts this replays them
         if d.is_main:
             after_resume(out_dir, start_step)
 
@@ -233,14 +246,13 @@ def _setup(cfg: RunConfig, resume: str | Path | None, max_steps_to_run: int | No
     if t.compile:
         net = torch.compile(net)
     end_step = t.max_steps if max_steps_to_run is None else min(t.max_steps, start_step + max_steps_to_run)
-    return _Run(cfg, d, out_dir, model, net, optimizer, ema, start_step, end_step, tokens_seen, skipped)
+    return _Run(cfg, d, out_dir, model, net, optimizer, ema, batches, start_step, end_step, tokens_seen, skipped)
 
 
 def _loop(run: _Run, sig: _StopSignals) -> TrainResult:
     cfg, t, d = run.cfg, run.cfg.train, run.d
-    batches = TrainBatches(t.data, cfg, d.rank, d.world_size)
     loader = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(batches, range(run.start_step, run.end_step)),
+        torch.utils.data.Subset(run.batches, range(run.start_step, run.end_step)),
         batch_size=None, shuffle=False, num_workers=t.num_workers,
         pin_memory=d.device.type == "cuda", prefetch_factor=4 if t.num_workers > 0 else None,
     )
@@ -330,6 +342,7 @@ def _step(run: _Run, step: int, micro_batches: list, flags: dict[str, bool], win
     for reason in ("SIGTERM", "SIGINT", "time budget"):
         if votes[reason] > 0:
             return _StepResult(stop=reason)
+    run.batches.commit(step, micro_batches)  # mask counts (balanced masking): the state saved with checkpoints
     frac_causal = float(causal_rows(shape.rows, cfg.objective.causal_ratio, t.seed, step).mean())
     w_c = frac_causal / max(n_c, 1) * d.world_size  # x world: DDP averages gradients over ranks
     w_m = (1.0 - frac_causal) / max(n_m, 1) * d.world_size
@@ -376,7 +389,7 @@ def _log_row(run: _Run, step: int, lr: float, grad_norm, shape, window: _Window,
     return dict(
         step=step + 1, lr=lr, loss_masked=ce_m / n_m if n_m else float("nan"),
         loss_causal=ce_c / n_c if n_c else float("nan"), grad_norm=float(grad_norm),
-        mask_rate=mask_rate(step, cfg.train.max_steps, cfg.objective.mask_p_start, cfg.objective.mask_p_end),
+        mask_rate=step_mask_rate(step, cfg.train.max_steps, cfg.objective),
         seq_length=shape.seq_length, rows=shape.rows, tokens_seen=run.tokens_seen,
         tokens_per_s=window.tokens / dt, elapsed_s=time.perf_counter() - t_start, skipped_steps=run.skipped_steps,
     )
@@ -389,10 +402,16 @@ def _save(run: _Run, step: int) -> Path | None:
         raise DivergedError(f"{run.out_dir}: the weights at step {step} are not finite; not saving them "
                             "(the last good checkpoint is kept)")
     if run.d.is_main:
+        state = {"optimizer": run.optimizer.state_dict(), "skipped_steps": run.skipped_steps}
+        mask_state = run.batches.mask_state()
+        if mask_state is not None:  # count-balanced masking: the counts before `step` (the same on every rank)
+            if mask_state["step"] != step:
+                raise RuntimeError(f"internal: mask counts are at step {mask_state['step']}, saving step {step}")
+            state["mask_counts"] = mask_state
         path = save_checkpoint(
             run.out_dir, step=step, tokens_seen=run.tokens_seen, model_state=state_dict_for_save(run.model),
             ema_state=run.ema.state_dict() if run.ema is not None else None,
-            train_state={"optimizer": run.optimizer.state_dict(), "skipped_steps": run.skipped_steps},
+            train_state=state,
             config=run.cfg.to_dict(), keep_last=run.cfg.train.keep_last,
             on_prune=lambda d: print(f"removed checkpoint {d.name} (train.keep_last={run.cfg.train.keep_last})",
                                      file=sys.stderr),

@@ -78,7 +78,10 @@ def reference_forward(m: GPTBERT, ids: torch.Tensor, allowed: torch.Tensor) -> t
         a = m.transformer.attention_layers[i]
         h = F.layer_norm(x, (cfg.hidden_size,), eps=cfg.layer_norm_eps)
         q, k = a.in_proj_qk(h).chunk(2, -1)
-        v, g = a.in_proj_vg(h).chunk(2, -1)
+        if cfg.attention_gate:
+            v, g = a.in_proj_vg(h).chunk(2, -1)
+        else:
+            v, g = a.in_proj_v(h), None
         pq, pk = a.in_proj_qk(rel).chunk(2, -1)
         idx = relative_position_index(T, cfg.position_buckets, cfg.max_position)
         pq, pk = pq[idx].view(T, T, H, D), pk[idx].view(T, T, H, D)  # (T, T, H, D)
@@ -87,8 +90,14 @@ def reference_forward(m: GPTBERT, ids: torch.Tensor, allowed: torch.Tensor) -> t
             + torch.einsum("bkhd,qkhd->bhqk", k, pq)
         s = s / math.sqrt(3 * D)
         s = s.masked_fill(~allowed, float("-inf")).softmax(-1)
-        ctx = torch.einsum("bhqk,bkhd->bqhd", s, v).reshape(B, T, -1) * F.gelu(g)
+        ctx = torch.einsum("bhqk,bkhd->bqhd", s, v).reshape(B, T, -1)
+        if g is not None:
+            ctx = ctx * F.gelu(g)
         y = a.out_proj(F.layer_norm(ctx, (cfg.hidden_size,), eps=cfg.layer_norm_eps))
+        if not cfg.layer_weighting:  # plain pre-LN residual stream
+            x = x + y
+            x = x + m.transformer.mlp_layers[i](x)
+            continue
         outputs.append(x + y)
         al = m.transformer.dwa_modules.alphas[2 * i]
         x = sum(al[j] * outputs[j] for j in range(len(outputs)))
@@ -260,3 +269,125 @@ def test_recomputed_attention_is_bit_identical_with_dropout():
     assert torch.equal(o1, o2)
     assert all(torch.equal(a, b) for a, b in zip(g1, g2))
     assert m.transformer.attention_layers[0].recompute
+
+
+# ---------------------------------------------------------------------------
+# Ablation switches (paper Table 2: w/o attention gate, w/o layer weights)
+
+
+def _state_shapes(cfg: ModelConfig) -> dict[str, tuple]:
+    return {k: tuple(v.shape) for k, v in GPTBERT(cfg).state_dict().items()}
+
+
+def test_default_switches_keep_todays_keys_and_shapes():
+    """Switches on (the defaults) = the paper's model with the official key names, unchanged."""
+    assert ModelConfig().attention_gate and ModelConfig().layer_weighting
+    shapes = _state_shapes(tiny())
+    d, L = 32, 2
+    for i in range(L):
+        a = f"transformer.attention_layers.{i}."
+        assert shapes[a + "in_proj_qk.weight"] == (2 * d, d) and shapes[a + "in_proj_vg.weight"] == (2 * d, d)
+        assert shapes[a + "in_proj_vg.bias"] == (2 * d,) and a + "in_proj_v.weight" not in shapes
+    assert [shapes[f"transformer.dwa_modules.alphas.{b}"] for b in range(2 * L)] == [(2,), (3,), (4,), (5,)]
+    expected = {"embedding.word_embedding.weight", "embedding.relative_embedding",
+                "embedding.relative_layer_norm.weight", "embedding.relative_layer_norm.bias",
+                "classifier.nonlinearity.1.weight", "classifier.nonlinearity.1.bias",
+                "classifier.nonlinearity.5.weight", "classifier.nonlinearity.5.bias"}
+    for i in range(L):
+        expected |= {f"transformer.attention_layers.{i}.{p}.{w}" for p in ("in_proj_qk", "in_proj_vg", "out_proj")
+                     for w in ("weight", "bias")}
+        expected |= {f"transformer.mlp_layers.{i}.mlp.{j}.weight" for j in (1, 4)}
+    expected |= {f"transformer.dwa_modules.alphas.{b}" for b in range(2 * L)}
+    assert set(shapes) == expected
+
+
+@pytest.mark.parametrize("preset,gate,dwa,expected", [
+    ("small", False, True, 29_892_164 - 12 * (384 * 384 + 384)),  # half of in_proj_vg per layer
+    ("small", True, False, 29_892_164 - sum(b + 2 for b in range(24))),  # 324 layer weights
+    ("small", False, False, 29_892_164 - 12 * (384 * 384 + 384) - 324),
+    ("base", False, False, 119_454_532 - 12 * (768 * 768 + 768) - 324),
+])
+def test_ablation_parameter_counts(preset, gate, dwa, expected):
+    cfg = model_preset(preset, attention_gate=gate, layer_weighting=dwa)
+    with torch.device("meta"):  # shapes only: no time spent on initialisation
+        assert GPTBERT(cfg).num_parameters() == expected
+        assert GPTBERT(model_preset(preset)).num_parameters() == {"small": 29_892_164, "base": 119_454_532}[preset]
+
+
+def test_ablation_state_dict_keys():
+    base = set(_state_shapes(tiny()))
+    no_gate = _state_shapes(tiny(attention_gate=False))
+    no_dwa = set(_state_shapes(tiny(layer_weighting=False)))
+    assert base - set(no_gate) == {f"transformer.attention_layers.{i}.in_proj_vg.{w}" for i in range(2)
+                                   for w in ("weight", "bias")}
+    assert set(no_gate) - base == {f"transformer.attention_layers.{i}.in_proj_v.{w}" for i in range(2)
+                                   for w in ("weight", "bias")}
+    assert no_gate["transformer.attention_layers.0.in_proj_v.weight"] == (32, 32)
+    assert base - no_dwa == {f"transformer.dwa_modules.alphas.{b}" for b in range(4)} and not no_dwa - base
+
+
+@pytest.mark.parametrize("gate,dwa", [(False, True), (True, False), (False, False)])
+def test_ablated_models_match_reference_implementation(gate, dwa):
+    torch.manual_seed(0)
+    m = GPTBERT(tiny(attention_gate=gate, layer_weighting=dwa)).double().eval()
+    if dwa:
+        with torch.no_grad():
+            for a in m.transformer.dwa_modules.alphas:
+                a.add_(torch.randn_like(a) * 0.3)
+    ids = torch.randint(16, 200, (3, 21))
+    ids[:, 0] = 1
+    ids[1, 9] = 1
+    mask = attention_mask(torch.cumsum(ids == 1, -1), torch.tensor([False, True, False]))
+    torch.testing.assert_close(m(ids, mask), reference_forward(m, ids, mask), atol=1e-10, rtol=1e-10)
+    # Gradients too (the plain residual path bypasses the custom layer-weight autograd).
+    w = torch.randn(3, 21, 200, dtype=torch.float64)
+    (m(ids, mask) * w).sum().backward()
+    got = {n: p.grad.clone() for n, p in m.named_parameters()}
+    m.zero_grad()
+    (reference_forward(m, ids, mask) * w).sum().backward()
+    for n, p in m.named_parameters():
+        torch.testing.assert_close(got[n], p.grad, atol=1e-9, rtol=1e-7, msg=n)
+
+
+def test_no_layer_weights_equals_initial_layer_weights():
+    """Layer weights start as [0, ..., 0, 1], i.e. a plain residual stack: with the same other weights
+    the model without them gives the same output (bit for bit in fp64 up to summation order)."""
+    torch.manual_seed(0)
+    with_dwa = GPTBERT(tiny()).double().eval()
+    plain = GPTBERT(tiny(layer_weighting=False)).double().eval()
+    missing, unexpected = plain.load_state_dict(with_dwa.state_dict(), strict=False)
+    assert not missing and set(unexpected) == {f"transformer.dwa_modules.alphas.{b}" for b in range(4)}
+    ids = torch.randint(16, 200, (2, 17))
+    torch.testing.assert_close(plain(ids), with_dwa(ids), atol=1e-12, rtol=0)
+    # ... and with trained (non-trivial) weights they differ.
+    with torch.no_grad():
+        with_dwa.transformer.dwa_modules.alphas[3][0] += 0.5
+    assert not torch.allclose(plain(ids), with_dwa(ids))
+
+
+def test_no_gate_is_not_the_gated_model():
+    torch.manual_seed(0)
+    gated = GPTBERT(tiny()).eval()
+    plain = GPTBERT(tiny(attention_gate=False)).eval()
+    sd = gated.state_dict()
+    for i in range(2):  # same values, gate half dropped
+        a = f"transformer.attention_layers.{i}."
+        sd[a + "in_proj_v.weight"] = sd.pop(a + "in_proj_vg.weight")[:32]
+        sd[a + "in_proj_v.bias"] = sd.pop(a + "in_proj_vg.bias")[:32]
+    plain.load_state_dict(sd)
+    ids = torch.randint(16, 200, (2, 9))
+    assert not torch.allclose(plain(ids), gated(ids), atol=1e-3)
+
+
+def test_switches_validated_and_old_configs_load():
+    from gptbert.config import config_from_dict
+    from gptbert.errors import GPTBertError
+
+    old = {k: v for k, v in ModelConfig().__dict__.items() if k not in ("attention_gate", "layer_weighting")}
+    cfg = config_from_dict({"model": old}).model  # a config.yaml written before the switches existed
+    assert cfg.attention_gate is True and cfg.layer_weighting is True
+    with pytest.raises(GPTBertError, match="layer_weighting"):
+        ModelConfig(layer_weighting="no").validate()
+    with pytest.raises(GPTBertError, match="expected bool"):
+        config_from_dict({"model": {"attention_gate": "maybe"}})
+    assert config_from_dict({"model": {"attention_gate": "false"}}).model.attention_gate is False

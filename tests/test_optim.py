@@ -155,38 +155,56 @@ def test_param_groups_skips_empty_group():
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "step, expected",
-    [
-        (0, 1 / 16),  # first step is not a zero-lr step
-        (7, 0.5),  # mid-warmup: (7 + 1) / 16
-        (15, 1.0),  # last warmup step
-        (16, 1.0),  # cosine starts at the peak
-        (258, 0.1 + 0.45 * (1 + math.cos(math.pi / 4))),  # progress (258-16)/968 = 1/4
-        (500, 0.55),  # progress 1/2: halfway between 1 and 0.1
-        (984, 0.1),  # cooldown starts at min_factor
-        (992, 0.05),  # halfway through the cooldown
-        (999, 0.1 / 16),  # last step
-        (1000, 0.0),
-        (1200, 0.0),
-    ],
-)
-def test_lr_factor_key_steps(step, expected):
-    assert lr_factor(step, 1000) == pytest.approx(expected, abs=1e-12)
+def official_lr_lambda(current_step: int, N: int, warmup: float = 0.016, cooldown: float = 0.016,
+                       min_factor: float = 0.1) -> float:
+    """A re-implementation of the official `cosine_schedule_with_warmup_cooldown` lambda (utils.py),
+    with the step counts the official trainer passes: int(max_steps * proportion)."""
+    W, C = int(N * warmup), int(N * cooldown)
+    if current_step < W:
+        return float(current_step) / float(max(1, W))
+    elif current_step >= N - C:
+        return min_factor * float(N - current_step) / float(max(1, C))
+    progress = float(current_step - W) / float(max(1, N - W))
+    return max(min_factor, min_factor + (1 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
-def test_lr_factor_is_continuous_and_works_with_lambdalr():
-    values = [lr_factor(s, 1000) for s in range(1001)]
-    assert max(abs(a - b) for a, b in zip(values, values[1:])) < 0.07  # no jumps beyond warmup slope
-    assert abs(values[983] - values[984]) < 1e-4  # cosine ends exactly at the cooldown
+@pytest.mark.parametrize("frac", [0.0, 0.016, 0.5, 0.7, 0.9, 0.99, 1.0])
+def test_lr_factor_equals_official_schedule(frac):
+    N = 7812  # the small preset
+    step = min(int(frac * N), N - 1)
+    assert lr_factor(step, N) == official_lr_lambda(step, N)
+
+
+def test_lr_factor_key_values_for_the_small_preset():
+    N = 7812  # W = C = int(124.99) = 124
+    assert lr_factor(0, N) == 0.0  # LambdaLR's first step: factor(0) = 0, as in the official run
+    assert lr_factor(62, N) == 0.5 and lr_factor(124, N) == 1.0
+    # The cosine spans N - W = 7688 steps after warmup and is cut off by the cooldown.
+    assert lr_factor(3906, N) == pytest.approx(0.1 + 0.45 * (1 + math.cos(math.pi * 3782 / 7688)), abs=1e-15)
+    assert round(lr_factor(3906, N), 3) == 0.561  # 50%
+    assert round(lr_factor(5468, N), 3) == 0.291  # 70%
+    assert round(lr_factor(7030, N), 3) == 0.123  # 90%
+    assert lr_factor(7687, N) == pytest.approx(0.10059, abs=1e-5)  # last cosine step, above min_factor
+    assert lr_factor(7688, N) == pytest.approx(0.1, abs=1e-12)  # cooldown starts at min_factor * C / C
+    assert lr_factor(7811, N) == pytest.approx(0.1 / 124)
+    assert lr_factor(7812, N) == 0.0 and lr_factor(9000, N) == 0.0
+    # Exact over the whole run.
+    assert all(lr_factor(s, N) == official_lr_lambda(s, N) for s in range(N))
+
+
+def test_lr_factor_without_warmup_and_with_lambdalr():
+    assert lr_factor(0, 20) == 1.0  # int(0.016 * 20) = 0: no warmup, no cooldown
+    assert lr_factor(19, 20) == pytest.approx(0.1 + 0.45 * (1 + math.cos(math.pi * 19 / 20)))
     p = nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=2.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, 1000))
-    assert opt.param_groups[0]["lr"] == pytest.approx(2.0 / 16)
-    for _ in range(7):
+    assert opt.param_groups[0]["lr"] == 0.0  # W = 16: step / 16
+    for _ in range(8):
         opt.step()
         sched.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(1.0)
+    values = [lr_factor(s, 1000) for s in range(1001)]
+    assert max(abs(a - b) for a, b in zip(values[16:], values[17:])) < 0.01  # no jumps after warmup
 
 
 # ---------------------------------------------------------------------------

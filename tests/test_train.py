@@ -8,13 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from conftest import SHARED_DATA, tiny_config
-from gptbert.data import TrainBatches, step_shape, samples_before
+from gptbert.data import StepBatch, TrainBatches, chunk_table, samples_before, step_shape, validation_batches
 from gptbert.objectives import IGNORE
+from gptbert.tokenizer import BOS_ID, N_SPECIAL, PAD_ID
 from gptbert.train import train, unigram_entropy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,31 +29,93 @@ def test_step_shape_follows_paper_schedules(tmp_path):
     assert (s0.micro_rows, s70.micro_rows, s90.micro_rows) == (8, 4, 2)
     # Tokens per step ramp linearly from 1/4 to 1 of 2048: 512 at step 0, ~1.5k at 70%.
     assert s0.tokens == 512 and s0.rows == 16 and s0.micro_steps == 2
-    assert s70.tokens == round(2048 * (0.25 + 0.75 * 0.7) / 64 / 4) * 4 * 64
-    assert s90.rows % 2 == 0
+    # Whole rows (not micro-batch multiples): 2048 * 0.775 / 64 = 24.8 -> 25 rows at 70%,
+    # 7 micro-batches of at most 4 rows (the last one has 1).
+    assert s70.rows == 25 and s70.micro_steps == 7
+    assert s70.micro_batches(0, 1) == [(0, 4), (4, 8), (8, 12), (12, 16), (16, 20), (20, 24), (24, 25)]
+    assert s70.micro_batches(1, 2) == [(12, 16), (16, 20), (20, 24), (24, 25)]  # rank 1 of 2: rows 12..24
+    assert step_shape(70, cfg, world_size=2).rows == 25  # the global batch does not depend on the world size
     cfg.train.batch_ramp = cfg.train.seq_schedule = False
     assert step_shape(99, cfg).tokens == 2048 and step_shape(99, cfg).seq_length == 32
     assert samples_before(3, cfg) == 3 * 64
 
 
-def test_batches_are_stateless_and_rank_sharded(prepared, tmp_path):
-    cfg1 = tiny_config(prepared["data"], tmp_path, prepared["vocab_size"], micro_batch_size=8, global_batch_tokens=32 * 32)
-    cfg2 = tiny_config(prepared["data"], tmp_path, prepared["vocab_size"], micro_batch_size=4, global_batch_tokens=32 * 32)
-    one = TrainBatches(prepared["data"], cfg1)
-    ranks = [TrainBatches(prepared["data"], cfg2, rank=r, world_size=2) for r in (0, 1)]
+@pytest.mark.parametrize("packing,balanced", [("stream", False), ("official", False), ("official", True)])
+def test_batches_are_stateless_and_rank_sharded(prepared, tmp_path, packing, balanced):
+    """One process == 2 ranks, a fresh object == a used one, DataLoader workers == the main process;
+    with count-balanced masking too (every rank and worker keeps the global counts)."""
+    def cfg(micro):
+        c = tiny_config(prepared["data"], tmp_path, prepared["vocab_size"], micro_batch_size=micro,
+                        global_batch_tokens=30 * 32, packing=packing, batch_ramp=False)  # 30 rows at T=32
+        c.objective.balanced_masking = balanced
+        return c
+
+    one = TrainBatches(prepared["data"], cfg(8))
+    ranks = [TrainBatches(prepared["data"], cfg(4), rank=r, world_size=2) for r in (0, 1)]
     for step in (0, 7, 19):
         a = one[step]
         b = [mb for r in ranks for mb in r[step]]
-        ids_a = torch.cat([mb.input_ids for mb in a])
-        ids_b = torch.cat([mb.input_ids for mb in b])
-        assert torch.equal(ids_a, ids_b)  # same global batch, split over ranks
-        assert torch.equal(torch.cat([mb.targets for mb in a]), torch.cat([mb.targets for mb in b]))
-        again = TrainBatches(prepared["data"], cfg1)[step]  # a fresh object (a worker, a resumed run)
-        assert torch.equal(ids_a, torch.cat([mb.input_ids for mb in again]))
-    # Through DataLoader worker processes: identical.
-    loader = torch.utils.data.DataLoader(one, batch_size=None, num_workers=2)
-    for step, mbs in zip(range(3), loader):
+        if step == 0:
+            assert [mb.input_ids.shape[0] for mb in a] == [8, 8, 8, 6]
+            assert [mb.input_ids.shape[0] for mb in b] == [4, 4, 4, 3] * 2  # 15 rows a rank
+        for field in ("input_ids", "targets", "segments", "is_causal"):
+            assert torch.equal(torch.cat([getattr(mb, field) for mb in a]), torch.cat([getattr(mb, field) for mb in b]))
+        again = TrainBatches(prepared["data"], cfg(8))[step]  # a fresh object (a worker, a resumed run)
+        assert torch.equal(torch.cat([mb.input_ids for mb in a]), torch.cat([mb.input_ids for mb in again]))
+        if balanced:  # every rank computed the same global count update
+            u = [a.mask_update] + [r[step].mask_update for r in ranks]
+            assert all(torch.equal(x.positions, u[0].positions) for x in u) and len(u[0].positions) > 0
+    # Through DataLoader worker processes: identical (each worker replays the steps it skipped).
+    fresh = TrainBatches(prepared["data"], cfg(8))
+    loader = torch.utils.data.DataLoader(fresh, batch_size=None, num_workers=2)
+    for step, mbs in zip(range(5), loader):
         assert torch.equal(torch.cat([m.input_ids for m in mbs]), torch.cat([m.input_ids for m in one[step]]))
+        assert isinstance(mbs, StepBatch) and (mbs.mask_update is not None) == balanced
+        fresh.commit(step, mbs)  # the main process's copy of the counts follows the shipped updates
+    if balanced:
+        one.advance(5)
+        assert fresh.mask_counts.step == one.mask_counts.step == 5
+        assert np.array_equal(fresh.mask_counts.counts, one.mask_counts.counts)
+        assert fresh.mask_counts.counts.sum() > 0
+
+
+def test_cpu_quick_batch_ramp_is_linear():
+    """Tokens per step follow 1/4 -> 1 of global_batch_tokens linearly within half a row for the
+    cpu-quick preset (2 micro-batches at full batch). Rounding rows to micro-batch multiples gave
+    two levels: 667 steps at 4,096 tokens, then 8,192 (+6.7% tokens)."""
+    from gptbert.config import load_config
+
+    cfg = load_config("cpu-quick", {"train.max_steps": 1000})
+    shapes = [step_shape(s, cfg) for s in range(1000)]
+    for s, sh in enumerate(shapes):
+        target = 8192 * (0.25 + 0.75 * s / 1000)
+        assert abs(sh.tokens - target) <= sh.seq_length / 2, (s, sh)
+    levels = {sh.tokens for sh in shapes}
+    total = sum(sh.tokens for sh in shapes)
+    print(f"cpu-quick: {len(levels)} batch sizes from {min(levels)} to {max(levels)} tokens; "
+          f"{total} tokens in all (linear: {sum(8192 * (0.25 + 0.75 * s / 1000) for s in range(1000)):.0f})")
+    assert min(levels) == 2048 and max(levels) > 8000 and len(levels) > 50
+    assert [len(sh.micro_batches(0, 1)) for sh in (shapes[0], shapes[600], shapes[999])] == [1, 2, 2]
+
+
+def test_presets_and_switches():
+    from gptbert.config import load_config
+    from gptbert.errors import GPTBertError
+
+    for name in ("small-10m", "base-100m", "tiny-cpu"):
+        cfg = load_config(name)
+        assert cfg.train.packing == "official" and cfg.objective.balanced_masking, name
+    quick = load_config("cpu-quick")
+    assert quick.train.packing == "official" and not quick.objective.balanced_masking
+    default = load_config(None)  # dataclass defaults: today's behaviour, so old config.yaml files mean the same
+    assert default.train.packing == "stream" and not default.objective.balanced_masking
+    assert default.objective.mask_schedule and default.train.batch_ramp and default.train.seq_schedule
+    with pytest.raises(GPTBertError, match="train.packing: must be official or stream"):
+        load_config(None, {"train.packing": "greedy"})
+    with pytest.raises(GPTBertError, match="seq_length: must be >= 4 with official packing"):
+        load_config(None, {"train.packing": "official", "train.seq_length": 3, "train.seq_schedule": False})
+    with pytest.raises(GPTBertError, match="balanced_masking"):
+        load_config(None, {"objective.balanced_masking": "sometimes"})
 
 
 def test_batches_cover_the_stream_once_per_epoch(prepared, tmp_path):
@@ -78,33 +142,131 @@ def test_mixed_rows_and_targets(prepared, tmp_path):
     assert 0.2 < rate < 0.4  # ~30% at step 0 (minus specials)
 
 
+def _documents(tokens: np.ndarray) -> list[np.ndarray]:
+    bos = np.flatnonzero(tokens == BOS_ID)
+    return [np.asarray(tokens[a + 1:b]) for a, b in zip(bos, list(bos[1:]) + [len(tokens)])]
+
+
+def test_official_packing_rows(prepared, tmp_path):
+    """Every row starts with <s>; every chunk has T - 2 tokens at most, its own <s> and its own
+    attention block; the first chunk of a row is an official chunk (a document cut every T - 2
+    tokens); top-up chunks are pieces of documents; padding is a block of its own at the end;
+    targets never point at <s> or padding."""
+    T = 32
+    cfg = tiny_config(prepared["data"], tmp_path, prepared["vocab_size"], packing="official", seq_schedule=False,
+                      batch_ramp=False, global_batch_tokens=64 * T, micro_batch_size=64)
+    cfg.objective.causal_ratio = 0.5
+    b = TrainBatches(prepared["data"], cfg)
+    tokens = np.asarray(b.tokens)
+    chunks = chunk_table(tokens, T)
+    official = {tuple(tokens[s:s + n]) for s, n in zip(chunks.start, chunks.length)}
+    docs = [d.tobytes() for d in _documents(tokens)]
+    assert len(official) > 100 and chunks.length.max() == T - 2 and chunks.length.min() >= 2
+    n_rows = n_multi = n_pad = 0
+    for step in range(6):
+        mb = b[step][0]
+        x, seg, tgt, causal = (mb.input_ids.numpy(), mb.segments.numpy(), mb.targets.numpy(), mb.is_causal.numpy())
+        assert (x[:, 0] == BOS_ID).all()  # no row starts without <s>
+        assert causal.sum() in (31, 32, 33)  # the hybrid ratio of the global batch
+        for r in range(len(x)):
+            n_rows += 1
+            starts = np.flatnonzero(x[r] == BOS_ID)
+            pads = np.flatnonzero(x[r] == PAD_ID)
+            n_multi += len(starts) > 1
+            n_pad += len(pads) > 0
+            if len(pads):  # padding only at the end, in its own block (id 0)
+                assert (pads == np.arange(pads[0], T)).all() and (seg[r, pads] == 0).all()
+                assert (tgt[r, pads[0] - 1:] == IGNORE).all()
+            for j, a in enumerate(starts):
+                e = starts[j + 1] if j + 1 < len(starts) else (pads[0] if len(pads) else T)
+                assert (seg[r, a:e] == j + 1).all()  # chunk j (with its <s>) is block j + 1
+                assert 1 <= e - a - 1 <= T - 2
+                if e < T or len(pads):  # a chunk shown whole
+                    piece = x[r, a + 1:e] if causal[r] else None
+                    if piece is not None and j == 0:
+                        assert tuple(piece) in official  # the first chunk is an official chunk
+                    if piece is not None:
+                        assert any(piece.astype(np.uint16).tobytes() in d for d in docs)  # never across documents
+            # targets: causal rows predict every text token; MNTP rows only masked text tokens
+            assert not np.isin(tgt[r][tgt[r] != IGNORE], [BOS_ID, PAD_ID]).any()
+            if causal[r]:
+                text = (x[r, 1:] != BOS_ID) & (x[r, 1:] != PAD_ID)
+                assert ((tgt[r, :-1] != IGNORE) == text).all()
+    assert n_rows == 6 * 64 and n_multi > 0 and n_pad > 0
+    # A full chunk fills a row with one padding input, exactly as the official rows.
+    full = [r for r in range(len(x)) if causal[r] and (x[r] == BOS_ID).sum() == 1 and x[r, -1] == PAD_ID]
+    assert full and all((x[r, 1:T - 1] >= N_SPECIAL).all() and (tgt[r, :T - 2] != IGNORE).all() for r in full)
+
+
+def test_official_packing_visits_every_chunk_once_per_epoch(prepared, tmp_path):
+    T = 32
+    cfg = tiny_config(prepared["data"], tmp_path, prepared["vocab_size"], packing="official", seq_schedule=False,
+                      batch_ramp=False)
+    b = TrainBatches(prepared["data"], cfg)
+    n = len(b.chunks(T).start)
+    lay = b.layout(np.arange(2 * n), T)
+    first = lay.src[lay.index == 0]
+    assert sorted(first[:n]) == sorted(b.chunks(T).start) == sorted(first[n:])
+    assert not np.array_equal(first[:n], first[n:])  # a new order every epoch
+
+
+def test_official_validation_rows(prepared, tmp_path):
+    cfg = tiny_config(prepared["data"], tmp_path, prepared["vocab_size"], packing="official")
+    for causal in (True, False):
+        mbs = validation_batches(prepared["data"], cfg, 20, 8, causal)
+        x = torch.cat([m.input_ids for m in mbs]).numpy()
+        assert len(x) == 20 and (x[:, 0] == BOS_ID).all() and ((x == BOS_ID).sum(1) == 1).all()  # one chunk a row
+        again = torch.cat([m.targets for m in validation_batches(prepared["data"], cfg, 20, 8, causal)])
+        assert torch.equal(torch.cat([m.targets for m in mbs]), again)
+
+
 def _losses(run_dir: Path) -> list[tuple[float, float]]:
     rows = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return [(r["step"], r["loss_masked"], r["loss_causal"]) for r in rows]
 
 
-def test_resume_is_bit_identical(prepared, tmp_path):
+@pytest.mark.parametrize("packing,balanced,workers", [("stream", False, 0), ("official", True, 2)])
+def test_resume_is_bit_identical(prepared, tmp_path, packing, balanced, workers):
+    """Stop at step 10 and resume: every logged loss and the final weights equal an uninterrupted
+    run; with count-balanced masking the counts travel in the checkpoint, and data-loader workers
+    (which replay the counts of the steps other workers built) change nothing."""
     v = prepared["vocab_size"]
-    full = tiny_config(prepared["data"], tmp_path / "full", v, max_steps=20)
-    train(full)
-    part = tiny_config(prepared["data"], tmp_path / "part", v, max_steps=20)
+
+    def cfg(out, w):
+        c = tiny_config(prepared["data"], tmp_path / out, v, max_steps=20, packing=packing, num_workers=w)
+        c.objective.balanced_masking = balanced
+        return c
+
+    train(cfg("full", 0))
+    part = cfg("part", workers)
     train(part, max_steps_to_run=10)
     train(part, resume=tmp_path / "part")
     a, b = _losses(tmp_path / "full"), _losses(tmp_path / "part")
     assert len(a) == len(b) == 20
     assert a == b  # exact equality of every logged loss, fp32
-    wa = load_file(tmp_path / "full" / "checkpoints" / "step_0000020" / "model.safetensors")
-    wb = load_file(tmp_path / "part" / "checkpoints" / "step_0000020" / "model.safetensors")
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    ea = load_file(tmp_path / "full" / "checkpoints" / "step_0000020" / "ema.safetensors")
-    eb = load_file(tmp_path / "part" / "checkpoints" / "step_0000020" / "ema.safetensors")
-    assert all(torch.equal(ea[k], eb[k]) for k in ea)
+    for name in ("model", "ema"):
+        wa = load_file(tmp_path / "full" / "checkpoints" / "step_0000020" / f"{name}.safetensors")
+        wb = load_file(tmp_path / "part" / "checkpoints" / "step_0000020" / f"{name}.safetensors")
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    if balanced:
+        sa = torch.load(tmp_path / "full" / "checkpoints" / "step_0000020" / "state.pt", weights_only=False)
+        sb = torch.load(tmp_path / "part" / "checkpoints" / "step_0000020" / "state.pt", weights_only=False)
+        ca, cb = sa["mask_counts"], sb["mask_counts"]
+        assert ca["step"] == cb["step"] == 20 and ca["seq_length"] == cb["seq_length"] == 128
+        assert np.array_equal(ca["counts"], cb["counts"]) and ca["counts"].sum() > 0
 
 
-@pytest.mark.parametrize("precision,tol", [("fp64", 1e-6), ("fp32", 1e-4)])
-def test_ddp_two_processes_match_one(prepared, tmp_path, precision, tol):
-    """Same global batch: 2 gloo ranks x 4 rows == 1 process x 8 rows. In fp64 the match is to 1e-6;
-    in fp32 summation order alone moves LAMB's sign-like early updates by up to ~1e-5."""
+@pytest.mark.parametrize("precision,tol,extra", [
+    ("fp64", 1e-6, []), ("fp32", 3e-4, []),
+    ("fp64", 1e-6, ["--train.packing", "official", "--objective.balanced_masking", "true"]),
+])
+def test_ddp_two_processes_match_one(prepared, tmp_path, precision, tol, extra):
+    """Same global batch: 2 gloo ranks x 4 rows == 1 process x 8 rows. In fp64 the match is to 1e-6.
+    In fp32 summation order alone moves LAMB's sign-like early updates: an element whose gradient
+    is near 0 gets an Adam direction of about +-1 whose sign and size depend on rounding noise.
+    That hits the few DenseFormer weights hardest (one LAMB trust ratio for 2..5 scalars; measured
+    4.3e-3 on alphas.3 with lr 1.4e-2, i.e. a third of one step); every other tensor stays within
+    1.2e-4."""
     v = prepared["vocab_size"]
     common = ["--train.data", str(prepared["data"]), "--train.max_steps", "6", "--train.seq_length", "32",
               "--train.global_batch_tokens", str(32 * 32), "--train.batch_ramp", "false",
@@ -112,7 +274,7 @@ def test_ddp_two_processes_match_one(prepared, tmp_path, precision, tol):
               "--train.eval_rows", "8", "--train.progress", "false", "--train.tensorboard", "false",
               "--model.vocab_size", str(v), "--model.hidden_size", "32", "--model.num_layers", "2",
               "--model.num_heads", "4", "--model.intermediate_size", "48", "--model.dropout", "0",
-              "--model.attention_dropout", "0", "--objective.causal_ratio", "0.25"]
+              "--model.attention_dropout", "0", "--objective.causal_ratio", "0.25", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     single = subprocess.run([sys.executable, "-m", "gptbert.cli", "train", *common, "--train.micro_batch_size", "8",
                              "--train.out_dir", str(tmp_path / "one")], env=env, capture_output=True, text=True)
@@ -128,7 +290,13 @@ def test_ddp_two_processes_match_one(prepared, tmp_path, precision, tol):
     wa = load_file(tmp_path / "one" / "checkpoints" / "step_0000006" / "model.safetensors")
     wb = load_file(tmp_path / "two" / "checkpoints" / "step_0000006" / "model.safetensors")
     for k in wa:
-        torch.testing.assert_close(wa[k], wb[k], atol=tol, rtol=0)
+        loose = precision == "fp32" and "dwa_modules.alphas" in k
+        torch.testing.assert_close(wa[k], wb[k], atol=1e-2 if loose else tol, rtol=0)
+    if extra:  # both ranks kept the global mask counts; rank 0 saved the same counts as the single process
+        sa = torch.load(tmp_path / "one" / "checkpoints" / "step_0000006" / "state.pt", weights_only=False)
+        sb = torch.load(tmp_path / "two" / "checkpoints" / "step_0000006" / "state.pt", weights_only=False)
+        assert np.array_equal(sa["mask_counts"]["counts"], sb["mask_counts"]["counts"])
+        assert sa["mask_counts"]["counts"].sum() > 0
 
 
 def test_short_run_learns_synthetic_text(prepared, tmp_path):
