@@ -12,10 +12,12 @@ from __future__ import annotations
 import copy
 import time
 
+import numpy as np
 import torch
 
 from .config import RunConfig
-from .data import step_shape
+from .data import TrainBatches, samples_before, step_shape
+from .errors import GPTBertError
 from .model import GPTBERT, attention_mask
 from .optim import Lamb, param_groups
 from .precision import autocast
@@ -97,3 +99,23 @@ def steps_for_words(cfg: RunConfig, words_per_token: float) -> int:
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if words(mid) >= target else (mid, hi)
     return hi
+
+
+def words_per_row_token(cfg: RunConfig, probe_steps: int = 1000, rows: int = 256) -> float:
+    """Words per token of the training rows as the data pipeline builds them (padding, `<s>` per
+    chunk and top-up chunks included), measured on `rows` rows of each row length of the schedule."""
+    trial = copy.deepcopy(cfg)
+    trial.train.max_steps = max(trial.train.max_steps, probe_steps)
+    trial.objective.balanced_masking = False  # only the layout is needed
+    batches = TrainBatches(trial.train.data, trial)
+    if batches.word_table is None:
+        raise GPTBertError(f"{trial.train.data}: no word table (word_table.npy or tokenizer.json); "
+                           "prepare the corpus again to count words")
+    words = tokens = 0
+    for frac in (0.0, 0.75, 0.95) if trial.train.seq_schedule else (0.0,):
+        step = int(frac * trial.train.max_steps)
+        T = step_shape(step, trial).seq_length
+        lay = batches.layout(samples_before(step, trial) + np.arange(rows), T)
+        words += int(batches.row_words(lay).sum())
+        tokens += rows * T
+    return words / tokens

@@ -63,11 +63,11 @@ import numpy as np
 from .errors import GPTBertError, input_error
 from .io import replace_dir, sha256_file, temp_path, write_synced
 from .tokenizer import BOS_ID, encode_batch, load_tokenizer
-from .words import WordTable, count_words
+from .words import WORD_TABLE_FILE, WordTable, count_words
 
 CORPUS_SUFFIXES = (".train", ".test", ".txt", ".jsonl")
 SPLITS = ("train", "val")
-WORD_TABLE_FILE = "word_table.npy"  # words.WordTable of the tokenizer: the trainer counts words seen with it
+
 TOKEN_DTYPE = np.uint16
 META_KEYS = (
     "vocab_size",

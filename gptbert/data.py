@@ -75,7 +75,8 @@ from .config import RunConfig
 from .errors import GPTBertError
 from .objectives import (_FILL, IGNORE, causal_rows, hash_key, hash_uniform, mask_key, span_replace, span_select,
                          step_mask_rate)
-from .tokenizer import BOS_ID, PAD_ID
+from .tokenizer import BOS_ID, PAD_ID, load_tokenizer
+from .words import WORD_TABLE_FILE, WordTable
 
 
 # ---------------------------------------------------------------------------
@@ -143,13 +144,15 @@ class MicroBatch:
     targets: torch.Tensor  # (b, T) int64, -100 = no target
     segments: torch.Tensor  # (b, T) int64 attention block (document / chunk / padding) of every position
     is_causal: torch.Tensor  # (b,) bool
+    words: int = 0  # words of corpus text in these rows (gptbert/words.py): BabyLM's "words seen"
 
     def to(self, device: torch.device, non_blocking: bool = False) -> "MicroBatch":
         return MicroBatch(*(t.to(device, non_blocking=non_blocking) for t in
-                            (self.input_ids, self.targets, self.segments, self.is_causal)))
+                            (self.input_ids, self.targets, self.segments, self.is_causal)), self.words)
 
     def pin_memory(self) -> "MicroBatch":
-        return MicroBatch(*(t.pin_memory() for t in (self.input_ids, self.targets, self.segments, self.is_causal)))
+        return MicroBatch(*(t.pin_memory() for t in (self.input_ids, self.targets, self.segments, self.is_causal)),
+                          self.words)
 
 
 @dataclass
@@ -315,6 +318,7 @@ class TrainBatches(torch.utils.data.Dataset):
             raise GPTBertError(f"{self.path}: {n} tokens is too few for rows of {longest} tokens")
         self.mask_counts = MaskCounts(n) if cfg.objective.balanced_masking else None
         self._counts_start: dict | None = None  # state to replay from when asked for an earlier step
+        self.word_table = load_word_table(Path(data_dir))  # None: words seen are not counted
 
     @property
     def tokens(self) -> np.ndarray:
@@ -436,6 +440,25 @@ class TrainBatches(torch.utils.data.Dataset):
         else:
             st.apply(item.mask_update)
 
+    # -- words seen ------------------------------------------------------------
+
+    def row_words(self, lay: Layout) -> np.ndarray:
+        """(R,) words of the corpus text in each row of `lay` (zeros without a word table).
+
+        Whether a corpus position starts a word depends on its token and the token before it in the
+        stream (words.py), so a chunk or window cut mid-word counts that word where it starts."""
+        if self.word_table is None or len(lay.length) == 0:
+            return np.zeros(lay.rows, dtype=np.int64)
+        L = lay.length.astype(np.int64)
+        offset = np.arange(int(L.sum())) - np.repeat(np.cumsum(L) - L, L)
+        pos = np.repeat(lay.src, L) + offset  # every text position of every segment
+        tok = np.asarray(self.tokens[pos], dtype=np.int64)
+        prev = np.asarray(self.tokens[np.maximum(pos - 1, 0)], dtype=np.int64)
+        wt = self.word_table
+        starts = wt.starts_inside[tok] + (wt.first_is_word[tok] & (wt.ends_in_space[prev] | (pos == 0)))
+        per_segment = np.bincount(np.repeat(np.arange(len(L)), L), weights=starts, minlength=len(L))
+        return np.bincount(lay.row, weights=per_segment, minlength=lay.rows).astype(np.int64)
+
     # -- the batch of a step ---------------------------------------------------
 
     def __getitem__(self, step: int) -> StepBatch:
@@ -451,11 +474,16 @@ class TrainBatches(torch.utils.data.Dataset):
             counts = self.mask_counts.lookup(T)
         lo, hi = shape.rank_rows(self.rank, self.world_size)
         own = np.arange(lo, hi)
-        x, seg, text, masked, replaced, mntp = build_rows(self, own, first + own, causal[own], step, T, rate, counts)
+        lay = self.layout(first + own, T)
+        x, seg, text, masked, replaced, mntp = build_rows(self, own, first + own, causal[own], step, T, rate, counts,
+                                                          layout=lay)
+        words = self.row_words(lay)
         out = StepBatch()
         for a, b in shape.micro_batches(self.rank, self.world_size):
-            out.append(make_micro_batch(x[a - lo:b - lo], seg[a - lo:b - lo], text[a - lo:b - lo],
-                                        masked[a - lo:b - lo], replaced[a - lo:b - lo], causal[a:b]))
+            mb = make_micro_batch(x[a - lo:b - lo], seg[a - lo:b - lo], text[a - lo:b - lo],
+                                  masked[a - lo:b - lo], replaced[a - lo:b - lo], causal[a:b])
+            mb.words = int(words[a - lo:b - lo].sum())
+            out.append(mb)
         if self.mask_counts is not None:
             if lo == 0 and hi == shape.rows:  # this process masked the whole global batch already
                 out.mask_update = _mask_update(step, T, *mntp)
@@ -463,6 +491,16 @@ class TrainBatches(torch.utils.data.Dataset):
                 out.mask_update = self._count_update(step)
             self.mask_counts.apply(out.mask_update)
         return out
+
+
+def load_word_table(data_dir: Path) -> WordTable | None:
+    """The word table `prepare` saved (or one built from the data folder's tokenizer.json for older folders)."""
+    if (data_dir / WORD_TABLE_FILE).is_file():
+        a = np.load(data_dir / WORD_TABLE_FILE)
+        return WordTable(a[0].astype(np.uint8), a[1].astype(bool), a[2].astype(bool))
+    if (data_dir / "tokenizer.json").is_file():
+        return WordTable.from_tokenizer(load_tokenizer(data_dir / "tokenizer.json"))
+    return None
 
 
 def _mask_update(step: int, T: int, lay: Layout, hit: np.ndarray) -> MaskUpdate:

@@ -51,6 +51,7 @@ from .optim import EMA, Lamb, lr_factor, param_groups
 from .precision import autocast, fp32_matmul_via_onednn
 from .rundir import MetricsWriter, after_resume, prepare_run_dir
 from .tokenizer import check_vocab, load_tokenizer
+from .words import milestone_name, milestones_crossed
 
 
 @dataclass
@@ -63,6 +64,8 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     stopped: str | None = None  # why the run ended before max_steps: "SIGTERM", "SIGINT", "time budget", ...
     skipped_steps: int = 0  # steps with a non-finite gradient (not applied)
+    words_seen: int = 0  # words of corpus text in all rows trained on, repeats counted (words.py)
+    milestones: list[Path] = field(default_factory=list)  # BabyLM word-count checkpoints saved by this run
 
 
 class DivergedError(GPTBertError):
@@ -168,6 +171,8 @@ class _Run:
     tokens_seen: int
     skipped_steps: int = 0  # steps with a non-finite gradient, in the whole run
     bad_in_a_row: int = 0
+    words_seen: int = 0
+    milestones: list = field(default_factory=list)
 
 
 @dataclass
@@ -213,7 +218,7 @@ def _setup(cfg: RunConfig, resume: str | Path | None, max_steps_to_run: int | No
     model.recompute_attention(t.recompute_attention)
     optimizer = Lamb(param_groups(model, t.weight_decay), lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps)
     ema = EMA(model, t.ema_decay) if t.ema_decay > 0 else None
-    start_step, tokens_seen, skipped = 0, 0, 0
+    start_step, tokens_seen, skipped, words_seen = 0, 0, 0, 0
     batches = TrainBatches(t.data, cfg, d.rank, d.world_size)
 
     if ckpt is not None:
@@ -232,6 +237,7 @@ def _setup(cfg: RunConfig, resume: str | Path | None, max_steps_to_run: int | No
         optimizer.load_state_dict(ck.state["optimizer"])
         start_step, tokens_seen = int(ck.state["step"]), int(ck.state["tokens_seen"])
         skipped = int(ck.state.get("skipped_steps", 0))
+        words_seen = int(ck.state.get("words_seen", 0))
         if batches.mask_counts is not None:  # count-balanced masking: continue from the saved counts
             saved = ck.state.get("mask_counts")
             if saved is not None:
@@ -246,7 +252,8 @@ def _setup(cfg: RunConfig, resume: str | Path | None, max_steps_to_run: int | No
     if t.compile:
         net = torch.compile(net)
     end_step = t.max_steps if max_steps_to_run is None else min(t.max_steps, start_step + max_steps_to_run)
-    return _Run(cfg, d, out_dir, model, net, optimizer, ema, batches, start_step, end_step, tokens_seen, skipped)
+    return _Run(cfg, d, out_dir, model, net, optimizer, ema, batches, start_step, end_step, tokens_seen, skipped,
+                words_seen=words_seen)
 
 
 def _loop(run: _Run, sig: _StopSignals) -> TrainResult:
@@ -294,8 +301,16 @@ def _loop(run: _Run, sig: _StopSignals) -> TrainResult:
         if done != run.end_step and ((t.save_every and done % t.save_every == 0) or result.save):
             _save(run, done)
             last_save = time.perf_counter()
+        if t.milestones:  # every rank takes part (the main process writes, all wait for it)
+            for m in milestones_crossed(result.words_before, run.words_seen):
+                path = _save(run, done, milestone=milestone_name(m))
+                if path is not None:
+                    run.milestones.append(path)
         if run.bad_in_a_row >= t.max_bad_steps:
             stopped = "non-finite gradients"
+            break
+        if t.max_words and run.words_seen >= t.max_words:
+            stopped = "word budget" if done < run.end_step else None
             break
 
     if bar is not None:
@@ -312,7 +327,8 @@ def _loop(run: _Run, sig: _StopSignals) -> TrainResult:
     if stopped == "non-finite gradients":
         raise DivergedError(f"{run.out_dir}: training stopped at step {done}: {run.bad_in_a_row} steps in a row had a "
                             f"non-finite gradient (skipped); last good checkpoint: {last_ckpt}")
-    return TrainResult(done, run.tokens_seen, seconds, last_ckpt, val, history, stopped, run.skipped_steps)
+    return TrainResult(done, run.tokens_seen, seconds, last_ckpt, val, history, stopped, run.skipped_steps,
+                       run.words_seen, run.milestones)
 
 
 @dataclass
@@ -323,6 +339,7 @@ class _StepResult:
     stop: str | None = None  # set when the ranks agreed to stop before the step
     save: bool = False  # save after this step (save_minutes)
     skipped: bool = False  # the gradient was not finite: no update
+    words_before: int = 0  # words seen before this step
 
 
 def _step(run: _Run, step: int, micro_batches: list, flags: dict[str, bool], window: _Window) -> _StepResult:
@@ -337,7 +354,8 @@ def _step(run: _Run, step: int, micro_batches: list, flags: dict[str, bool], win
     # Global target counts per objective -> per-token weights (see module docstring).
     n_c = sum(int(((mb.targets != IGNORE) & mb.is_causal[:, None]).sum()) for mb in micro_batches)
     n_m = sum(int(((mb.targets != IGNORE) & ~mb.is_causal[:, None]).sum()) for mb in micro_batches)
-    n_c, n_m, *votes = dist_utils.all_reduce_sum([n_c, n_m, *(float(v) for v in flags.values())], d)
+    words = sum(mb.words for mb in micro_batches)
+    n_c, n_m, words, *votes = dist_utils.all_reduce_sum([n_c, n_m, words, *(float(v) for v in flags.values())], d)
     votes = dict(zip(flags, votes))
     for reason in ("SIGTERM", "SIGINT", "time budget"):
         if votes[reason] > 0:
@@ -377,8 +395,10 @@ def _step(run: _Run, step: int, micro_batches: list, flags: dict[str, bool], win
     if run.ema is not None and not skipped:
         run.ema.update(run.model)
     run.tokens_seen += shape.tokens
+    words_before = run.words_seen
+    run.words_seen += int(words)  # the rows were read (and the data stream advanced) even when skipped
     window.tokens += shape.tokens
-    return _StepResult(lr, float(grad_norm), shape, save=votes["save"] > 0, skipped=skipped)
+    return _StepResult(lr, float(grad_norm), shape, save=votes["save"] > 0, skipped=skipped, words_before=words_before)
 
 
 def _log_row(run: _Run, step: int, lr: float, grad_norm, shape, window: _Window, t_start: float) -> dict:
@@ -392,17 +412,19 @@ def _log_row(run: _Run, step: int, lr: float, grad_norm, shape, window: _Window,
         mask_rate=step_mask_rate(step, cfg.train.max_steps, cfg.objective),
         seq_length=shape.seq_length, rows=shape.rows, tokens_seen=run.tokens_seen,
         tokens_per_s=window.tokens / dt, elapsed_s=time.perf_counter() - t_start, skipped_steps=run.skipped_steps,
+        words_seen=run.words_seen,
     )
 
 
-def _save(run: _Run, step: int) -> Path | None:
-    """Checkpoint on the main process; every rank waits for it."""
+def _save(run: _Run, step: int, milestone: str | None = None) -> Path | None:
+    """Checkpoint on the main process; every rank waits for it. `milestone` saves chck_NM instead."""
     path = None
     if not all(bool(torch.isfinite(p).all()) for p in run.model.parameters()):
         raise DivergedError(f"{run.out_dir}: the weights at step {step} are not finite; not saving them "
                             "(the last good checkpoint is kept)")
     if run.d.is_main:
-        state = {"optimizer": run.optimizer.state_dict(), "skipped_steps": run.skipped_steps}
+        state = {"optimizer": run.optimizer.state_dict(), "skipped_steps": run.skipped_steps,
+                 "words_seen": run.words_seen}
         mask_state = run.batches.mask_state()
         if mask_state is not None:  # count-balanced masking: the counts before `step` (the same on every rank)
             if mask_state["step"] != step:
@@ -415,6 +437,7 @@ def _save(run: _Run, step: int) -> Path | None:
             config=run.cfg.to_dict(), keep_last=run.cfg.train.keep_last,
             on_prune=lambda d: print(f"removed checkpoint {d.name} (train.keep_last={run.cfg.train.keep_last})",
                                      file=sys.stderr),
+            name=milestone,
         )
     dist_utils.barrier(run.d)
     return path

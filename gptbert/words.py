@@ -31,6 +31,7 @@ from tokenizers import Tokenizer
 from .tokenizer import N_SPECIAL
 
 WHITESPACE = frozenset(b" \t\n\r\x0b\x0c")
+WORD_TABLE_FILE = "word_table.npy"  # saved by `prepare` next to the token stream: (3, V) uint8
 MILESTONES_M = (*range(1, 10), *range(10, 100, 10), *range(100, 1001, 100))  # BabyLM checkpoints, millions of words
 
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from .. import paths
-from ..calibrate import steps_for_budget
+from ..calibrate import steps_for_budget, steps_for_words, words_per_row_token
 from ..config import SECTIONS, load_config, preset_names
 from ..corpus import corpus_stats_line, find_corpus_files, prepare_corpus, read_documents
 from ..errors import GPTBertError
@@ -62,14 +62,23 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, config_overrides(args))
+    if cfg.train.max_steps == 0:  # a word budget sets the length of the schedules
+        ratio = words_per_row_token(cfg)
+        cfg.train.max_steps = steps_for_words(cfg, ratio)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"max_words {cfg.train.max_words:,} at {ratio:.3f} words per row token: "
+                  f"max_steps = {cfg.train.max_steps:,}", file=sys.stderr)
     result = train(cfg, resume=args.resume, overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) != 0:
         return exits.STOPPED if result.stopped in STOP_SIGNALS else exits.OK
-    print(f"trained {result.steps} steps, {result.tokens_seen:,} tokens in {result.seconds:.0f}s"
+    print(f"trained {result.steps} steps, {result.tokens_seen:,} tokens, {result.words_seen:,} words "
+          f"in {result.seconds:.0f}s"
           + (f" ({result.skipped_steps} steps skipped: non-finite gradient)" if result.skipped_steps else ""))
     if result.val:
         print(f"validation: {format_losses(result.val)}")
     print(f"checkpoint: {result.checkpoint}")
+    if result.milestones:
+        print(f"milestones: {', '.join(p.name for p in result.milestones)}")
     return _stopped_message(result, Path(cfg.train.out_dir))
 
 
