@@ -565,23 +565,27 @@ def make_micro_batch(x: np.ndarray, seg: np.ndarray, text: np.ndarray, masked: n
 def validation_batches(data_dir: str | Path, cfg: RunConfig, rows: int, batch_size: int, causal: bool,
                        rate: float = 0.15) -> list[MicroBatch]:
     """Fixed validation rows, all causal or all MNTP at a fixed mask rate (paper: validation uses
-    15%), masked with a fixed seed. Stream packing: the first `rows` consecutive windows of val.bin.
-    Official packing: its first `rows` chunks, one per row (`<s>` + chunk + padding, as the official
-    `ValidationDataset`)."""
+    15%), masked with a fixed seed. Stream packing: `rows` windows of val.bin; official packing:
+    `rows` chunks, one per row (`<s>` + chunk + padding, as the official `ValidationDataset`).
+    The rows are drawn at random (seeded, then kept in corpus order) from the whole of val.bin,
+    so that on a corpus of many files the loss measures all of them, not the first file or two."""
     path = Path(data_dir) / "val.bin"
     tokens = np.memmap(path, dtype=np.uint16, mode="r")
     T = cfg.train.seq_length
     src = _ValSource(tokens, cfg)
     if cfg.train.packing == "official":
         ch = chunk_table(tokens, T) if tokens.shape[0] > 1 else Chunks(np.zeros(0, np.int64), np.zeros(0, np.int64))
-        n = min(rows, len(ch.start))
+        available = len(ch.start)
     else:
-        n = min(rows, (tokens.shape[0] - 1) // T)
+        available = (tokens.shape[0] - 1) // T
+    n = min(rows, available)
     if n < 1:
         raise GPTBertError(f"{path}: {tokens.shape[0]} tokens is too few for one validation row of {T} tokens")
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.train.seed, T, 0x7A11D]))
+    chosen = np.sort(rng.choice(available, size=n, replace=False))  # spread over all of val.bin
     out = []
     for s in range(0, n, batch_size):
-        idx = np.arange(s, min(n, s + batch_size))
+        idx = chosen[s:s + batch_size]
         R = len(idx)
         if cfg.train.packing == "official":
             lay = Layout(R, T, np.arange(R), np.ones(R, np.int64), ch.length[idx], ch.start[idx], np.zeros(R, np.int64))

@@ -411,3 +411,30 @@ def test_budget_fit_uses_the_time_of_every_row_length(tmp_path, monkeypatch):
         return 1.10 * sum(step_shape(s, cfg).tokens * per_token[step_shape(s, cfg).seq_length] for s in range(steps))
 
     assert cost(n) <= 60.0 < cost(n + 1)
+
+
+@pytest.mark.parametrize("packing", ["stream", "official"])
+def test_validation_rows_are_spread_over_the_whole_split(prepared, tmp_path, packing):
+    """On a corpus of many files the validation loss must not measure only the first file or two:
+    the rows are a seeded random draw over all of val.bin (in corpus order), the same every time."""
+    from gptbert.data import validation_batches
+
+    cfg = tiny_config(prepared["data"], tmp_path, prepared["vocab_size"], packing=packing)
+    val = np.memmap(prepared["data"] / "val.bin", dtype=np.uint16, mode="r")
+    a = validation_batches(prepared["data"], cfg, rows=8, batch_size=4, causal=True)
+    b = validation_batches(prepared["data"], cfg, rows=8, batch_size=4, causal=True)
+    assert all(torch.equal(x.input_ids, y.input_ids) for x, y in zip(a, b))
+    ids = torch.cat([mb.input_ids for mb in a])
+    assert ids.shape[0] == 8
+    # where in val.bin each row's text comes from: find its longest run of text tokens in the stream
+    text = val.tobytes()
+    where = []
+    for row in ids.numpy():
+        runs = np.split(row, np.flatnonzero(row < 16))
+        t = max(runs, key=len)
+        t = t[t >= 16].astype(np.uint16).tobytes()
+        hit = text.find(t)
+        while hit % 2:  # token boundaries only
+            hit = text.find(t, hit + 1)
+        where.append(hit // 2)
+    assert min(where) >= 0 and max(where) - min(where) > 0.5 * len(val)  # not the first few hundred tokens
