@@ -28,7 +28,11 @@ HF_TO_OURS = {  # config.json field -> ModelConfig field
     "hidden_dropout_prob": "dropout",
     "attention_probs_dropout_prob": "attention_dropout",
     "layer_norm_eps": "layer_norm_eps",
+    # ablation switches (absent from the official releases: they default to the paper's architecture)
+    "attention_gate": "attention_gate",
+    "layer_weighting": "layer_weighting",
 }
+_SWITCHES = ("attention_gate", "layer_weighting")
 _REQUIRED_HF_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
 # The output matrix: tied to the word embedding in our model, saved separately by the official releases.
 TIED_KEY = "classifier.nonlinearity.5.weight"
@@ -49,6 +53,11 @@ def model_config_from_hf(d: Mapping[str, Any], where: str | Path = "config.json"
     for hf, ours in HF_TO_OURS.items():
         if hf in d and d[hf] is not None:
             v = d[hf]
+            if ours in _SWITCHES:
+                if not isinstance(v, bool):
+                    raise input_error(where, f"field '{hf}' must be true or false, got {v!r}")
+                kw[ours] = v
+                continue
             ok = isinstance(v, (int, float)) and not isinstance(v, bool)
             if not ok:
                 raise input_error(where, f"field '{hf}' must be a number, got {v!r}")

@@ -56,6 +56,11 @@ class GPTBertConfig(PreTrainedConfig):
             "aligned": row i scores token i, the usual masked-LM convention (BabyLM 2025 `--backend mlm`,
             minicons `MaskedLMScorer`, lm-eval `hf-mlm`); row 0, which GPT-BERT does not predict, is a
             uniform distribution (every token log(1/vocab_size)), never -inf.
+        attention_gate: the attention output is multiplied by GELU(gate) (paper 2.2); False is the
+            "w/o attention gate" ablation (`in_proj_v` instead of `in_proj_vg`).
+        layer_weighting: DenseFormer-style weighted sums of all earlier block outputs (paper 2.2);
+            False is the "w/o layer weights" ablation, a plain pre-LN residual stream.
+        Both default to True, so the officially released config.json files (which lack them) load as is.
     """
 
     model_type = "gpt_bert"
@@ -76,6 +81,8 @@ class GPTBertConfig(PreTrainedConfig):
         classifier_dropout: float | None = None,
         classifier_temperature: float = 1.0,
         mlm_logits_layout: str = DEFAULT_MLM_LAYOUT,
+        attention_gate: bool = True,
+        layer_weighting: bool = True,
         use_cache: bool = True,
         tie_word_embeddings: bool = True,
         pad_token_id: int | None = 3,
@@ -103,6 +110,8 @@ class GPTBertConfig(PreTrainedConfig):
         self.classifier_dropout = classifier_dropout
         self.classifier_temperature = classifier_temperature
         self.mlm_logits_layout = mlm_logits_layout
+        self.attention_gate = bool(attention_gate)
+        self.layer_weighting = bool(layer_weighting)
         self.mask_token_id = mask_token_id
         super().__init__(**kwargs)
         # Set after the base __init__: transformers 4.x resets the token ids and tie_word_embeddings to its own

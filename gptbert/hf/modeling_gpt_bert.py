@@ -160,7 +160,11 @@ class GPTBertAttention(nn.Module):
         self.num_heads = config.num_attention_heads
         self.head_dim = d // config.num_attention_heads
         self.in_proj_qk = nn.Linear(d, 2 * d, bias=True)
-        self.in_proj_vg = nn.Linear(d, 2 * d, bias=True)
+        self.gated = getattr(config, "attention_gate", True)
+        if self.gated:  # values and the attention gate
+            self.in_proj_vg = nn.Linear(d, 2 * d, bias=True)
+        else:  # ablation (config.attention_gate = False): values only, no gate
+            self.in_proj_v = nn.Linear(d, d, bias=True)
         self.out_proj = nn.Linear(d, d, bias=True)
         self.pre_layer_norm = nn.LayerNorm(d, config.layer_norm_eps, elementwise_affine=False)
         self.post_layer_norm = nn.LayerNorm(d, config.layer_norm_eps, elementwise_affine=False)
@@ -175,7 +179,10 @@ class GPTBertAttention(nn.Module):
         H, D = self.num_heads, self.head_dim
         h = self.pre_layer_norm(x)
         q, k = self.in_proj_qk(h).chunk(2, dim=-1)
-        v, gate = self.in_proj_vg(h).chunk(2, dim=-1)
+        if self.gated:
+            v, gate = self.in_proj_vg(h).chunk(2, dim=-1)
+        else:
+            v, gate = self.in_proj_v(h), None
         q = q.view(B, Q, H, D).transpose(1, 2)  # (B, H, Q, D)
         k = k.view(B, Q, H, D).transpose(1, 2)
         v = v.view(B, Q, H, D).transpose(1, 2)
@@ -196,7 +203,9 @@ class GPTBertAttention(nn.Module):
             q, k, v, attn_mask=bias.to(q.dtype),
             dropout_p=self.attention_dropout if self.training else 0.0, scale=self.scale,
         )
-        y = y.transpose(1, 2).reshape(B, Q, d) * F.gelu(gate)
+        y = y.transpose(1, 2).reshape(B, Q, d)
+        if gate is not None:
+            y = y * F.gelu(gate)
         return self.out_dropout(self.out_proj(self.post_layer_norm(y)))
 
 
@@ -248,16 +257,21 @@ class GPTBertEncoder(nn.Module):
         n = config.num_hidden_layers
         self.attention_layers = nn.ModuleList([GPTBertAttention(config, i) for i in range(n)])
         self.mlp_layers = nn.ModuleList([GPTBertFeedForward(config, i) for i in range(n)])
-        self.dwa_modules = GPTBertLayerWeights(2 * n)
+        # ablation (config.layer_weighting = False): no layer weights, a plain pre-LN residual stream
+        self.dwa_modules = GPTBertLayerWeights(2 * n) if getattr(config, "layer_weighting", True) else None
 
     def forward(self, x, keep, rel, index, cache=None, output_hidden_states=False):
         outputs = [x]
         hidden = [x] if output_hidden_states else None
         for i, (attn, ff) in enumerate(zip(self.attention_layers, self.mlp_layers)):
-            outputs.append(x + attn(x, keep, rel, index, cache))
-            x = self.dwa_modules(outputs, 2 * i)
-            outputs.append(x + ff(x))
-            x = self.dwa_modules(outputs, 2 * i + 1)
+            if self.dwa_modules is None:
+                x = x + attn(x, keep, rel, index, cache)
+                x = x + ff(x)
+            else:
+                outputs.append(x + attn(x, keep, rel, index, cache))
+                x = self.dwa_modules(outputs, 2 * i)
+                outputs.append(x + ff(x))
+                x = self.dwa_modules(outputs, 2 * i + 1)
             if hidden is not None:
                 hidden.append(x)
         return x, (tuple(hidden) if hidden is not None else None)
