@@ -19,6 +19,10 @@ from gptbert.objectives import IGNORE
 from gptbert.tokenizer import BOS_ID, N_SPECIAL, PAD_ID
 from gptbert.train import train, unigram_entropy
 
+# Tiny models gain nothing from a second thread, and on a busy machine OpenMP threads waiting on each
+# other make them many times slower (the DDP test's processes set OMP_NUM_THREADS=1 themselves).
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 REPO = Path(__file__).resolve().parents[1]
 
 
