@@ -60,7 +60,7 @@ That makes them exact under every setting:
     from step 0 (exact, just slower).
 
 Cost: the selection over the global batch is a few vectorised numpy passes
-per step (measured in the report of issue 13 / tests/test_train.py).
+per step, on top of building this rank's own rows.
 """
 
 from __future__ import annotations

@@ -21,8 +21,8 @@ packing) or positions 1..T of a row (stream packing):
   - spans: lengths uniform in 1..max_span tile the segment, every span gets
     one random score, and every token whose score is <= the k-th smallest
     score is masked. Whole spans go together, so slightly more than k tokens
-    are masked (the span holding the k-th token is taken whole): 30.5% /
-    15.5% realised at 30% / 15% on 126-token chunks, as measured with the
+    are masked (the span holding the k-th token is taken whole), about
+    30.5% / 15.5% at rates of 30% / 15% on 126-token chunks, as in the
     official code
   - count-balanced masking (official, `balanced_masking=True`): every
     token's score is multiplied by softmax(mask counts) over its segment,
