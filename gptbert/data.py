@@ -75,7 +75,8 @@ from .config import RunConfig
 from .errors import GPTBertError
 from .objectives import (_FILL, IGNORE, causal_rows, hash_key, hash_uniform, mask_key, span_replace, span_select,
                          step_mask_rate)
-from .tokenizer import BOS_ID, PAD_ID, load_tokenizer
+from .packing import Chunks, Layout, chunk_table, materialize, segment_tokens
+from .tokenizer import load_tokenizer
 from .words import WORD_TABLE_FILE, WordTable
 
 
@@ -175,89 +176,6 @@ class StepBatch(list):
 
     def pin_memory(self) -> "StepBatch":
         return StepBatch([mb.pin_memory() for mb in self], self.mask_update)
-
-
-@dataclass
-class Layout:
-    """Where the text segments of R rows of T + 1 tokens come from. A segment is `<s>` at column
-    col - 1 followed by `length` corpus tokens from stream position src on (stream packing: the
-    whole window after its first token, without a `<s>` of its own)."""
-
-    rows: int
-    T: int
-    row: np.ndarray  # (M,) row of every segment
-    col: np.ndarray  # (M,) column of its first text token
-    length: np.ndarray  # (M,)
-    src: np.ndarray  # (M,) corpus position of its first text token
-    index: np.ndarray  # (M,) segment number within its row (0 = first)
-    stream: np.ndarray | None = None  # (R,) window starts (stream packing)
-
-
-@dataclass
-class Chunks:
-    """The official chunks of T - 2 tokens: every document's text cut from its start."""
-
-    start: np.ndarray  # (n,) corpus position of the first token
-    length: np.ndarray  # (n,) 2 .. T - 2 tokens
-
-
-def chunk_table(tokens: np.ndarray, T: int) -> Chunks:
-    """Documents (`<s>` to `<s>`, without the `<s>`) cut into chunks of T - 2 tokens; chunks
-    of a single token are dropped, as in the official `dataset.py`."""
-    C = T - 2
-    bos = np.flatnonzero(np.asarray(tokens) == BOS_ID)
-    n = tokens.shape[0]
-    starts, ends = bos + 1, np.append(bos[1:], n)
-    if len(bos) == 0 or bos[0] != 0:  # text before the first <s> is a document too
-        starts = np.insert(starts, 0, 0)
-        ends = np.insert(ends, 0, bos[0] if len(bos) else n)
-    lengths = ends - starts
-    per_doc = -(-lengths // C)
-    doc = np.repeat(np.arange(len(starts)), per_doc)
-    k = np.arange(len(doc)) - np.repeat(np.cumsum(per_doc) - per_doc, per_doc)
-    cs = starts[doc] + k * C
-    cl = np.minimum(C, ends[doc] - cs)
-    keep = cl >= 2
-    return Chunks(cs[keep].astype(np.int64), cl[keep].astype(np.int64))
-
-
-def _spread(values: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(np.repeat(values, lengths), offsets 0..len-1 within each repeat)."""
-    rep = np.repeat(values, lengths)
-    within = np.arange(len(rep)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    return rep, within
-
-
-def materialize(tokens: np.ndarray, lay: Layout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Layout -> (x (R, T+1) tokens, segments (R, T+1) attention blocks, text (R, T+1) bool).
-
-    text marks the corpus tokens (not `<s>`, not padding): the positions that can be targets.
-    """
-    R, T = lay.rows, lay.T
-    if lay.stream is not None:  # windows of the stream; blocks = documents
-        x = np.asarray(tokens[lay.stream[:, None] + np.arange(T + 1)], dtype=np.int64)
-        return x, np.cumsum(x == BOS_ID, axis=1), x != BOS_ID
-    x = np.full((R, T + 1), PAD_ID, dtype=np.int64)
-    seg = np.zeros((R, T + 1), dtype=np.int64)  # padding: block 0
-    x[lay.row, lay.col - 1] = BOS_ID
-    seg[lay.row, lay.col - 1] = lay.index + 1
-    rr, within = _spread(lay.row, lay.length)
-    cc = np.repeat(lay.col, lay.length) + within
-    x[rr, cc] = tokens[np.repeat(lay.src, lay.length) + within]
-    seg[rr, cc] = np.repeat(lay.index, lay.length) + 1
-    text = np.zeros((R, T + 1), dtype=bool)
-    text[rr, cc] = True
-    return x, seg, text & (x != BOS_ID)
-
-
-def segment_tokens(tokens: np.ndarray, lay: Layout) -> tuple[np.ndarray, np.ndarray]:
-    """(M, L) corpus tokens of every segment (left-aligned, padded with PAD) and their positions."""
-    L = int(lay.length.max()) if len(lay.length) else 0
-    pos = lay.src[:, None] + np.arange(L)
-    pos = np.where(np.arange(L) < lay.length[:, None], pos, lay.src[:, None])  # inside the corpus
-    tok = np.asarray(tokens[pos], dtype=np.int64)
-    tok[np.arange(L)[None, :] >= lay.length[:, None]] = PAD_ID
-    return tok, pos
 
 
 class MaskCounts:

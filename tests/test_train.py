@@ -14,7 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import SHARED_DATA, tiny_config
-from gptbert.data import StepBatch, TrainBatches, chunk_table, samples_before, step_shape, validation_batches
+from gptbert.data import StepBatch, TrainBatches, samples_before, step_shape, validation_batches
+from gptbert.packing import chunk_table
 from gptbert.objectives import IGNORE
 from gptbert.tokenizer import BOS_ID, N_SPECIAL, PAD_ID
 from gptbert.train import train, unigram_entropy
