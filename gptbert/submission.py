@@ -30,9 +30,11 @@ A predictions file maps each sub-task (BLiMP paradigm, supplement file, EWoK dom
 "<key>_<i>", "pred": ...}]} in data order; `pred` is the chosen sentence (BLiMP), the
 chosen target with the space the pipeline puts before it (EWoK: " " + Target), the chosen
 option (entity tracking), the chosen sentence plus `prob` (WUG), the surprisal plus
-`prev_pred` (reading) or the label (GLUE). Each zero-shot folder also gets the report the
-official run writes (`best_temperature_report.txt`, for reading `report.txt`), and every
-piece we compute a `gptbert_piece.json` (how it was made; see below).
+`prev_pred` (reading) or the label (GLUE). Each zero-shot folder we write also gets a
+report in the layout of the official run's (`best_temperature_report.txt` with the accuracy
+per UID; reading, AoA: `report.txt`; GLUE: `results.txt`) and a `gptbert_piece.json` (how it
+was made; see below). Neither is read by the collation. The tree and the collated JSON hold
+EWoK targets in plain text, as the official pipeline's do: send them, do not publish them.
 
 The rules of the 2025 pipeline: `--backend causal` or `mntp` (our scoring modes of the
 same names; GPT-BERT's natural one, and the default, is mntp), T = 1 (no temperature

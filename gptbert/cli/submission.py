@@ -44,7 +44,8 @@ def add_parsers(sub) -> None:
                     "Exit status 0 when the submission is complete, 3 when pieces are missing or short (all of "
                     "them named in the report with the command that makes them), 2 on bad input. "
                     "Fine-tuning MNLI and QQP (10,000 training rows, 20,215 QQP predictions) takes many hours on a "
-                    "CPU: use --skip-finetune or --only fast,full,aoa there, and run --only finetune on a GPU.")
+                    "CPU: use --skip-finetune or --only fast,full,aoa there, and run --only finetune on a GPU. "
+                    "The tree holds EWoK targets in plain text (as the official pipeline's does): do not publish it.")
     s.add_argument("run", help="run folder (or its quickstart folder / checkpoints/ folder) with milestone "
                                "checkpoints chck_NM; its newest checkpoint is the final model (revision main)")
     s.add_argument("--out", required=True, help="submission folder: new, empty, or an earlier submission folder "
@@ -66,7 +67,8 @@ def add_parsers(sub) -> None:
     s.add_argument("--tasks", help=f"comma-separated pieces to work on ({', '.join(ALL_TASK_NAMES)}; default: all)")
     s.add_argument("--limit", type=int,
                    help="a quick trial: only the first N items of every sub-task (fine-tuning: N random training and "
-                        "validation rows); such pieces are flagged 'subset' and the submission is never complete")
+                        "validation rows); pieces it cuts short (fine-tuned ones always) are flagged 'subset' and "
+                        "are never complete")
     s.add_argument("--recompute", action="store_true", help="recompute the selected pieces even when complete")
     s.add_argument("--comps", help="folder of the official COMPS files (evaluation_data/full_eval/comps; not in "
                                    "../shared/data; default: <data root>/babylm2025/comps/full_eval/comps)")
