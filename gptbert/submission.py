@@ -94,7 +94,7 @@ import shlex
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -475,7 +475,7 @@ def _accuracy_report(accs: dict[str, float]) -> str:
 class Evaluator:
     """Computes the zero-shot pieces of one loaded checkpoint with the 2025 rules."""
 
-    def __init__(self, model, tokenizer, opts: SubmissionOptions, data: "DataPaths"):
+    def __init__(self, model, tokenizer, opts: SubmissionOptions, data: DataPaths):
         from .eval.forward import EvalModel
         from .eval.scoring import SentenceScorer
 
@@ -567,10 +567,10 @@ class DataPaths:
 
     def where(self, task: str) -> Path:
         """The data a piece is computed from (recorded with it)."""
+        from .eval.finetune import GLUE_TASKS
         from .eval.minimal_pairs import NAMED_TASKS
         from .eval.tasks2025 import entity_tracking, reading, wug
         from .eval.tasks2025.aoa import CONTEXTS
-        from .eval.finetune import GLUE_TASKS
 
         if task in PAIR_TASKS:
             return self.eval_dir / NAMED_TASKS[task][0]
@@ -806,9 +806,8 @@ class Submission:
             return True
         if p.status == "ok":
             return False
-        if p.status in ("short", "subset") and p.meta and p.meta.get("recipe") == self.recipe(p):
-            return False  # the same inputs would give the same file
-        return True
+        # an incomplete piece made from the very inputs this run would use: the same file again
+        return not (p.status in ("short", "subset") and p.meta and p.meta.get("recipe") == self.recipe(p))
 
     def unmakeable(self, p: Piece) -> str | None:
         """Why no run of this command can make the piece now (no checkpoint, no data), or None."""
@@ -1196,7 +1195,7 @@ class Submission:
                 previous = _load_json(outcome.record).get("runs", [])
             except (OSError, ValueError, AttributeError):
                 previous = []
-        run = {"started": datetime.fromtimestamp(self.started, timezone.utc).isoformat(timespec="seconds"),
+        run = {"started": datetime.fromtimestamp(self.started, UTC).isoformat(timespec="seconds"),
                "seconds": round(time.time() - self.started, 1), "gptbert_version": __version__,
                "options": self._options(), "subset": _subset_note(self.opts.limit),
                "computed": [p.label for p in self.pieces if p.action == "computed"],
@@ -1236,7 +1235,7 @@ def _subset_note(limit: int | None) -> str | None:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _f(v) -> str:

@@ -18,8 +18,8 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-
 from conftest import SHARED_DATA
+
 from gptbert.checkpoint import save_checkpoint, state_dict_for_save
 from gptbert.cli import main
 from gptbert.config import ModelConfig, RunConfig
@@ -137,7 +137,7 @@ def built(tmp_path_factory, one_thread):
     argv = ["submission", str(run), "--out", str(out), "--backend", "causal", "--model-name", "tiny", "--limit", "1",
             "--skip-finetune", "--precision", "fp32", "--device", "cpu", "--no-progress"]
     status = main(argv)
-    return dict(run=run, out=out, model_dir=model_dir, argv=argv, status=status)
+    return {"run": run, "out": out, "model_dir": model_dir, "argv": argv, "status": status}
 
 
 def _mtimes(folder):
@@ -250,7 +250,7 @@ def test_fast_metrics_equal_a_brute_force_recomputation(built):
     for r in _jsonl(ET_FAST):
         et_gold.setdefault(f"regular_{r['numops']}_ops", []).append(r["options"][0])
     for i, rev in enumerate(("chck_1M", "chck_2M")):
-        def load(task):
+        def load(task, rev=rev):
             return json.loads((md / rev / FAST_FILES[task].format(b=b)).read_text())
 
         for task, key, folder in (("blimp_fast", "blimp", "blimp_fast"), ("supplement_fast", "blimp_supplement",
@@ -429,7 +429,7 @@ def test_size_check_names_short_missing_and_unexpected_subtasks(tmp_path):
     preds["hypernym"]["predictions"] = preds["hypernym"]["predictions"][:3]
     preds["bogus"] = {"predictions": []}
     f.write_text(json.dumps(preds))
-    status, detail, counts = check_file(f, spec, [])
+    status, detail, _ = check_file(f, spec, [])
     assert status == "short"
     assert detail == "153 of 250 items; hypernym 3 of 50; no sub-tasks turn_taking; unexpected sub-tasks bogus"
     f.write_text(json.dumps({"hypernym": {"predictions": [{"id": 1}]}}))
