@@ -13,7 +13,7 @@ import sys
 
 from ..errors import GPTBertError, did_you_mean
 from ..io import is_disk_full
-from . import evaluate, exits, hf, pretrain, sweep
+from . import evaluate, exits, hf, pretrain, submission, sweep
 
 # command -> the module that defines it (the order of `gptbert --help`)
 COMMANDS = {
@@ -25,6 +25,7 @@ COMMANDS = {
     "eval": evaluate,
     "eval-aoa": evaluate,
     "finetune": evaluate,
+    "submission": submission,
     "export": hf,
     "import-hf": hf,
     "generate": hf,

@@ -5,7 +5,9 @@ each head, which masked-LM logit layout the folder uses and which BabyLM
 pipeline backend reads it, and the numbers of every results.json of
 `gptbert eval` / `gptbert finetune` found next to the run (or passed with
 `--results`). The results files are read as data: any layout that is not
-ours contributes its top-level numbers only.
+ours contributes its top-level numbers only. Numbers from a results file with a
+non-null "subset" (`eval --limit`, `finetune --max-train-examples` /
+`--max-eval-examples`) carry a visible "(subset: ...)" marker.
 """
 
 from __future__ import annotations
@@ -81,6 +83,9 @@ def _results_rows(data: Any, source: str) -> list[tuple[str, str, str]]:
     if not rows:  # unknown layout: top-level numbers only
         rows = [(source, str(k), _num(v)) for k, v in data.items()
                 if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    subset = data.get("subset")  # `eval --limit`, `finetune --max-*-examples`: not full-task numbers
+    if subset:
+        rows = [(what, metric, f"{value} (subset: {subset})") for what, metric, value in rows]
     return rows
 
 
