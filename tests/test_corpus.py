@@ -211,7 +211,9 @@ def test_prepare_fixture_corpus_and_stats_line(tmp_path: Path, tok_path: Path) -
     total = stats["train_tokens"] + stats["val_tokens"]
     assert line == (
         f"files=3 words={stats['words']:,} documents=9 tokens={total:,} "
-        f"(train {stats['train_tokens']:,}, val {stats['val_tokens']:,})"
+        f"(train {stats['train_tokens']:,}, val {stats['val_tokens']:,}); skipped 3 file(s): "
+        ".hidden.txt: hidden; README: not a corpus file type (.train, .test, .txt, .jsonl); "
+        "ignored.csv: not a corpus file type (.train, .test, .txt, .jsonl)"
     )
 
 
@@ -381,7 +383,7 @@ def test_rerun_replaces_output_cleanly(tmp_path: Path, tok_path: Path) -> None:
     write(out / "sentinel.txt", "stale")
     stats = prepare_corpus(many_docs_corpus(tmp_path / "d2", 20), tok_path, out)
     assert sorted(p.name for p in out.iterdir()) == [
-        "meta.json", "tokenizer.json", "train.bin", "train_docs.npy", "val.bin", "val_docs.npy",
+        "meta.json", "tokenizer.json", "train.bin", "train_docs.npy", "val.bin", "val_docs.npy", "word_table.npy",
     ]
     assert read_meta(out)["documents"] == stats["documents"] == 20
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d1", "d2", "out"]  # old output deleted

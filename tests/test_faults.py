@@ -328,7 +328,7 @@ def _strip(args: list[str], flag: str) -> list[str]:
 
 
 def test_errors_name_the_source(tmp_path):
-    with pytest.raises(GPTBertError, match=r"^--train.max_steps: must be positive$"):
+    with pytest.raises(GPTBertError, match=r"^--train.max_steps: must be positive \(or 0 with a max_words budget, which then sets it\)$"):
         from gptbert.config import load_config
 
         load_config("tiny-cpu", {"train.max_steps": 0})

@@ -143,9 +143,9 @@ def test_gptbert_eval_accepts_hf_folders(setup, tmp_path):
     official = write_official_layout(pre.model, pre.tokenizer_path, tmp_path / "official")
     folders = {**setup["exports"], "official": official}
     for name, folder in folders.items():
-        got = _eval_cli(folder, tasks, tmp_path / name)
+        got = _eval_cli(folder, tasks, tmp_path / f"eval-{name}")
         assert got == ref, name
-        res = json.loads((tmp_path / name / "results.json").read_text())
+        res = json.loads((tmp_path / f"eval-{name}" / "results.json").read_text())
         assert res["model"]["weights"] == "hf", name
 
 
