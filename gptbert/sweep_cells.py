@@ -131,6 +131,7 @@ def cell_metrics(train_rec: dict, results: dict | None) -> dict[str, float]:
     """The flat numbers of one cell:
 
     val_loss_masked, val_loss_causal                 nats/token on the held-out split (MNTP at 15% masking)
+    val_bpb_masked, val_bpb_causal                   the same in bits per byte of the predicted text
     <task>/<mode>                                    paper average (%), T=1
     <task>/<mode>/best_T                             at the best temperature of the sweep (chosen on the task)
     <task>/<mode>/blimp_T                            supplement at the temperature calibrated on BLiMP

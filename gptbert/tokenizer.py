@@ -42,6 +42,7 @@ import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import numpy as np
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from .errors import input_error
@@ -214,6 +215,23 @@ def encode_batch(tok: Tokenizer, texts: Sequence[str]) -> list[list[int]]:
         tok.encode_special_tokens = before
 
 
+def token_byte_lengths(tok: Tokenizer) -> np.ndarray:
+    """Bytes of text each token id stands for, (V,) int64; 0 for the special tokens.
+
+    After the byte-level mapping one character of a token string is one byte, so the length of
+    the string is its byte count. The bytes are those of the *normalized* text (NFKC, the leading
+    space, one space after each newline): summed over an encoding they give the length of what
+    the BPE model saw. Validation divides by them to report bits per byte, a loss that does not
+    depend on the tokenizer's vocabulary (issue 12: GPT-2 and GPT-BERT compared on one scale).
+    """
+    out = np.zeros(tok.get_vocab_size(), dtype=np.int64)
+    special = set(SPECIAL_TOKENS)
+    for token, i in tok.get_vocab().items():
+        if token not in special:
+            out[i] = len(token)
+    return out
+
+
 def check_vocab(tok_path: str | Path, tok: Tokenizer, vocab_size_expected: int) -> None:
     """Fail clearly when the tokenizer and the model config disagree on vocabulary size."""
     n = tok.get_vocab_size()
@@ -237,4 +255,5 @@ __all__ = [
     "load_tokenizer",
     "encode_batch",
     "check_vocab",
+    "token_byte_lengths",
 ]

@@ -27,6 +27,7 @@ weights are never saved.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import signal
 import sys
@@ -50,7 +51,7 @@ from .objectives import IGNORE, causal_rows, hybrid_loss, step_mask_rate
 from .optim import EMA, Lamb, lr_factor, param_groups
 from .precision import autocast, fp32_matmul_via_onednn
 from .rundir import MetricsWriter, after_resume, prepare_run_dir
-from .tokenizer import check_vocab, load_tokenizer
+from .tokenizer import check_vocab, load_tokenizer, token_byte_lengths
 from .words import milestone_name, milestones_crossed
 
 
@@ -114,21 +115,39 @@ def check_data(cfg: RunConfig) -> dict:
             f"{data / 'meta.json'}: corpus was tokenized with a vocabulary of {meta['vocab_size']} "
             f"but model.vocab_size is {cfg.model.vocab_size}"
         )
-    tok_path = Path(cfg.train.tokenizer) if cfg.train.tokenizer else data / "tokenizer.json"
+    tok_path = _tokenizer_path(cfg)
     if cfg.train.tokenizer or tok_path.exists():
         check_vocab(tok_path, load_tokenizer(tok_path), cfg.model.vocab_size)
     return meta
 
 
+def _tokenizer_path(cfg: RunConfig) -> Path:
+    return Path(cfg.train.tokenizer) if cfg.train.tokenizer else Path(cfg.train.data) / "tokenizer.json"
+
+
+@functools.lru_cache(maxsize=4)
+def _byte_table(tok_path: str) -> torch.Tensor | None:
+    """Bytes per token id (see tokenizer.token_byte_lengths), or None without a tokenizer file."""
+    if not Path(tok_path).exists():
+        return None
+    return torch.from_numpy(token_byte_lengths(load_tokenizer(tok_path)))
+
+
 @torch.no_grad()
 def validation_loss(model: torch.nn.Module, cfg: RunConfig, device: torch.device, rows: int | None = None) -> dict[str, float]:
-    """Validation loss (nats/token) of both objectives on fixed rows of val.bin; MNTP at 15% masking."""
+    """Validation loss of both objectives on fixed rows of val.bin; MNTP at 15% masking.
+
+    val_loss_*: nats per predicted token. val_bpb_*: the same cross-entropy in bits per byte of the
+    predicted tokens' text, which does not depend on the vocabulary, so models with different
+    tokenizers compare on it (absent when the corpus folder has no tokenizer.json).
+    """
     was_training = model.training
     model.eval()
     rows = rows or cfg.train.eval_rows
+    table = _byte_table(str(_tokenizer_path(cfg)))
     out = {}
     for name, causal in (("masked", False), ("causal", True)):
-        total, count = 0.0, 0
+        total, count, nbytes = 0.0, 0, 0
         for mb in validation_batches(cfg.train.data, cfg, rows, cfg.train.micro_batch_size, causal):
             mb = mb.to(device)
             positions = (mb.targets.reshape(-1) != IGNORE).nonzero().squeeze(-1)
@@ -137,7 +156,11 @@ def validation_loss(model: torch.nn.Module, cfg: RunConfig, device: torch.device
             tgt = mb.targets.reshape(-1)[positions]
             total += float(torch.nn.functional.cross_entropy(logits.float(), tgt, reduction="sum"))
             count += int(tgt.numel())
+            if table is not None:
+                nbytes += int(table[tgt.cpu()].sum())
         out[f"val_loss_{name}"] = total / max(count, 1)
+        if table is not None:
+            out[f"val_bpb_{name}"] = total / (math.log(2) * max(nbytes, 1))
     model.train(was_training)
     return out
 
@@ -444,4 +467,5 @@ def _save(run: _Run, step: int, milestone: str | None = None) -> Path | None:
 
 
 def format_losses(val: dict[str, float]) -> str:
-    return " ".join(f"{k}={v:.4f} (ppl {math.exp(v):.1f})" for k, v in val.items())
+    """One line: nats/token losses with their perplexity, bits per byte as they are."""
+    return " ".join(f"{k}={v:.4f}" + ("" if "bpb" in k else f" (ppl {math.exp(v):.1f})") for k, v in val.items())

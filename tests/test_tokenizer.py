@@ -187,3 +187,18 @@ def test_load_wrong_special_order(tmp_path: Path, corpus_texts: list[str]) -> No
     with pytest.raises(GPTBertError) as e:
         load_tokenizer(path)
     assert str(e.value).startswith(f"{path}: special token <unk> is at id 15 but must be at id 0")
+
+
+@pytest.mark.parametrize("text", ["The cat sat.", "naïve café — ½ price\nnew line", "Émile's 3 dogs\n\n  ran"])
+def test_token_byte_lengths_sum_to_the_normalized_text(tok, text: str) -> None:
+    """Bits per byte divides by these: over an encoding they add up to the UTF-8 length of the text
+    the BPE model saw (NFKC, one leading space, a space after each newline without trailing spaces)."""
+    from gptbert.tokenizer import token_byte_lengths
+
+    table = token_byte_lengths(tok)
+    assert table.shape == (tok.get_vocab_size(),)
+    assert table[:N_SPECIAL].tolist() == [0] * N_SPECIAL
+    normalized = tok.normalizer.normalize_str(text)
+    assert normalized.startswith(" ")
+    ids = encode_batch(tok, [text])[0]
+    assert int(table[ids].sum()) == len(normalized.encode("utf-8"))

@@ -443,3 +443,34 @@ def test_validation_rows_are_spread_over_the_whole_split(prepared, tmp_path, pac
             hit = text.find(t, hit + 1)
         where.append(hit // 2)
     assert min(where) >= 0 and max(where) - min(where) > 0.5 * len(val)  # not the first few hundred tokens
+
+
+def test_validation_bits_per_byte_from_full_logits(prepared, tmp_path):
+    """val_bpb_* = summed cross-entropy / (ln 2 x bytes of the predicted tokens), recomputed here from the
+    full logits of every validation row and the token strings of the tokenizer."""
+    import math
+
+    from gptbert.model import GPTBERT, attention_mask
+    from gptbert.tokenizer import load_tokenizer
+    from gptbert.train import validation_loss
+
+    cfg = tiny_config(prepared["data"], tmp_path / "run", prepared["vocab_size"])
+    torch.manual_seed(0)
+    model = GPTBERT(cfg.model).eval()
+    val = validation_loss(model, cfg, torch.device("cpu"))
+    tok = load_tokenizer(prepared["data"] / "tokenizer.json")
+    nbytes = {i: (0 if i < N_SPECIAL else len(tok.id_to_token(i))) for i in range(tok.get_vocab_size())}
+    for name, causal in (("masked", False), ("causal", True)):
+        ce, n, b = 0.0, 0, 0
+        for mb in validation_batches(cfg.train.data, cfg, cfg.train.eval_rows, cfg.train.micro_batch_size, causal):
+            with torch.no_grad():
+                logits = model(mb.input_ids, attention_mask(mb.segments, mb.is_causal))  # (B, T, V)
+            keep = mb.targets != IGNORE
+            logp = torch.log_softmax(logits.double(), -1)[keep]
+            tgt = mb.targets[keep]
+            ce -= float(logp.gather(-1, tgt[:, None]).sum())
+            n += int(tgt.numel())
+            b += sum(nbytes[int(t)] for t in tgt)
+        assert b > n  # most tokens are longer than one byte
+        assert val[f"val_loss_{name}"] == pytest.approx(ce / n, rel=1e-5)
+        assert val[f"val_bpb_{name}"] == pytest.approx(ce / (math.log(2) * b), rel=1e-5)

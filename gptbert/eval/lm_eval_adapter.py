@@ -1,7 +1,8 @@
 """lm-evaluation-harness adapter for exported GPT-BERT folders (registry name `gpt-bert`).
 
-Needs `lm-eval` (tested: 0.4.13) and transformers 5.x; imports neither torch
-code from gptbert nor anything else of ours, so it works on any export folder.
+Needs `lm-eval` (tested: 0.4.13) and transformers (the export's remote code loads under 4.51+ and
+5.x; tested here with 5.24); imports neither torch code from gptbert nor anything else of ours, so it
+works on any export folder.
 
 Modes (`mode=` in `--model_args`):
   causal  (default)  log p(continuation | <s> context), causal mask, position i-1 predicts token i
