@@ -130,8 +130,9 @@ def _groups(sw: dict, dim: int) -> list[tuple[str, list[dict]]]:
 def table2_columns(sw: dict) -> list[tuple[str, str, bool, str]]:
     """(label, metric key, higher is better, format): validation losses, then each task in the table mode."""
     mode = sw["spec"].get("table_mode", "mntp")
-    cols = [("val loss mntp", "val_loss_masked", False, "{:.3f}"), ("val loss causal", "val_loss_causal", False, "{:.3f}"),
-            ("val bpb causal", "val_bpb_causal", False, "{:.3f}")]
+    cols = [("val loss mntp", "val_loss_masked", False, "{:.3f}"), ("val loss causal", "val_loss_causal", False, "{:.3f}")]
+    if any("val_bpb_causal" in s["mean"] for s in sw["settings"]):  # runs made before bits per byte lack it
+        cols.append(("val bpb causal", "val_bpb_causal", False, "{:.3f}"))
     for fam in families(sw)[1:]:
         for m, key in fam.columns:
             if m == mode and "perplexity" not in key:

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Under pytest-xdist (`-n 2`, the README's test command) each worker runs on one thread, and so do
+    # the processes its tests start: two single-threaded workers on two cores, instead of OpenMP
+    # threads of two processes spinning against each other (which slows both by far more than 2x).
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

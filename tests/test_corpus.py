@@ -459,6 +459,7 @@ def test_load_split_garbage_docs_file(prepared_dir: Path) -> None:
 # the real BabyLM corpus
 
 
+@pytest.mark.slow  # heavy: in `pytest -m slow` (README), not the default CI tier
 @pytest.mark.skipif(not REAL_CORPUS.is_dir(), reason=f"real corpus not found at {REAL_CORPUS}")
 def test_real_corpus_tokenizer_and_prepare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     t0 = time.perf_counter()

@@ -1,7 +1,8 @@
 """Nothing lost: one run per folder, preemption, kill -9, full disks, non-finite steps, world-size invariance.
 
-Fault injection runs real `gptbert` processes on a tiny model. The slow tier (`pytest -m slow`) repeats
-the kill -9 loop 20 times; the default tier 5 times.
+Fault injection runs real `gptbert` processes on a tiny model. The process-heavy tests (preemption by
+signal, the kill -9 loops of 5 and 20 kills, full disks, world sizes 1/2/4) are in the slow tier
+(`pytest -m slow`); the default tier keeps the run-folder guard, name checks and non-finite steps.
 """
 
 from __future__ import annotations
@@ -142,6 +143,7 @@ def _wait_for_steps(run: Path, n: int, proc: subprocess.Popen, timeout: float = 
     raise AssertionError("training did not start")
 
 
+@pytest.mark.slow  # heavy (a real process per signal): in `pytest -m slow`
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_preemption_saves_and_resumes_exactly(prepared, reference, tmp_path, sig):
     run = tmp_path / "run"
@@ -202,6 +204,7 @@ def _kill_loop(prepared, reference, run: Path, kills: int, seed: int) -> int:
     return killed
 
 
+@pytest.mark.slow  # heavy: in `pytest -m slow` (README), not the default CI tier
 def test_kill_9_loop(prepared, reference, tmp_path):
     assert _kill_loop(prepared, reference, tmp_path / "run", kills=5, seed=1) >= 3
 
@@ -226,6 +229,7 @@ def _tree(folder: Path) -> dict:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow  # heavy: in `pytest -m slow` (README), not the default CI tier
 def test_full_disk_during_prepare_save_and_export(prepared, reference, tmp_path):
     env = _env()
     # prepare: the new train.bin does not fit; the earlier prepared folder stays as it was
@@ -294,6 +298,7 @@ def test_non_finite_steps_are_skipped_then_stop(prepared, tmp_path, monkeypatch)
 # 3d. World-size invariance (gloo on CPU), gradient accumulation and the batch ramp
 
 
+@pytest.mark.slow  # heavy: in `pytest -m slow` (README), not the default CI tier
 def test_world_size_invariance(prepared, tmp_path):
     """1, 2 and 4 processes: the same 30-step loss curve (fp64, dropout off) to 1e-5."""
     common = _args(prepared, tmp_path / "x", **{"train.batch_ramp": "true", "train.precision": "fp64"})

@@ -46,7 +46,7 @@ def _curve(prepared, tmp_path: Path, precision: str) -> list[list[float]]:
     return [[r["step"], r["loss_masked"], r["loss_causal"]] for r in rows]
 
 
-@pytest.mark.parametrize("precision", ["fp64", "fp32"])
+@pytest.mark.parametrize("precision", [pytest.param("fp64", marks=pytest.mark.slow), "fp32"])  # fp64: slow tier
 def test_tiny_cpu_loss_curve_is_golden(prepared, tmp_path, one_thread, precision):
     curve = _curve(prepared, tmp_path, precision)
     assert [r[0] for r in curve] == list(range(1, 21))

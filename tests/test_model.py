@@ -44,7 +44,7 @@ def test_relative_index_range_and_toeplitz():
     assert torch.equal(idx[1:, 1:], idx[:-1, :-1])  # depends on i - j only
 
 
-@pytest.mark.parametrize("preset,target", [("small", 30e6), ("base", 119e6)])
+@pytest.mark.parametrize("preset,target", [("small", 30e6), pytest.param("base", 119e6, marks=pytest.mark.slow)])
 def test_parameter_counts(preset, target):
     n = GPTBERT(model_preset(preset)).num_parameters()
     # small: 29,892,164; base: 119,454,532 (paper Table 3: 30M / 119M)

@@ -236,6 +236,7 @@ def test_interrupted_cell_continues_from_its_checkpoint(setup, grid, tmp_path, c
     assert again["metrics"] == pytest.approx(victim["metrics"], rel=1e-6, abs=1e-9)  # resume is exact
 
 
+@pytest.mark.slow  # heavy: in `pytest -m slow` (README), not the default CI tier
 def test_jobs_2_gives_the_same_numbers(setup, grid, tmp_path, capsys):
     """Seed 0 of the grid as 2 worker processes at once (each with OMP_NUM_THREADS=1, like this process)."""
     out = tmp_path / "parallel"

@@ -262,8 +262,9 @@ def test_resume_is_bit_identical(prepared, tmp_path, packing, balanced, workers)
 
 
 @pytest.mark.parametrize("precision,tol,extra", [
-    ("fp64", 1e-6, []), ("fp32", 3e-4, []),
-    ("fp64", 1e-6, ["--train.packing", "official", "--objective.balanced_masking", "true"]),
+    ("fp64", 1e-6, []), pytest.param("fp32", 3e-4, [], marks=pytest.mark.slow),
+    pytest.param("fp64", 1e-6, ["--train.packing", "official", "--objective.balanced_masking", "true"],
+                 marks=pytest.mark.slow),
 ])
 def test_ddp_two_processes_match_one(prepared, tmp_path, precision, tol, extra):
     """Same global batch: 2 gloo ranks x 4 rows == 1 process x 8 rows. In fp64 the match is to 1e-6.
@@ -335,6 +336,7 @@ def real_text(tmp_path_factory) -> Path:
     return tmp_path / "data"
 
 
+@pytest.mark.slow  # heavy: in `pytest -m slow` (README), not the default CI tier
 def test_tiny_preset_learns_real_text(real_text, tmp_path):
     """200 steps of the tiny-cpu preset on real BabyLM-domain text beat the unigram baseline by far."""
     from gptbert.config import load_config

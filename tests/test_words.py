@@ -47,6 +47,7 @@ def test_milestones():
     assert milestones_crossed(9_500_000, 21_000_000) == [10, 20]
 
 
+@pytest.mark.slow  # heavy: in `pytest -m slow` (README), not the default CI tier
 def test_real_corpus_counts_match_split(tmp_path):
     """On BabyLM-domain text (speaker tags, tabs, Unicode) the token count equals str.split() per document,
     except where NFKC normalisation changes whitespace (counted on the normalised text, as documented)."""
