@@ -154,7 +154,8 @@ class TrainConfig:
     eps: float = _f(1e-8, "LAMB epsilon")
     grad_clip: float = _f(2.0, "clip the global gradient norm to this (0 = off)")
     ema_decay: float = _f(0.999, "decay of the exponential moving average of the weights (0 = off)")
-    precision: str = _f("bf16", "bf16 (autocast; weights stay fp32), fp32, or fp64 (for numerical tests)")
+    precision: str = _f("auto", "auto (bf16 where the hardware has bf16 matmuls: GPUs, CPUs with AVX-512 or AMX; "
+                                "else fp32), bf16 (autocast; weights stay fp32), fp32, or fp64 (numerical tests)")
     onednn_fp32: bool = _f(True, "fp32 on CPU: run fp32 matmuls with oneDNN instead of MKL (faster on CPUs that are not "
                                  "Intel's; only on CPUs without AMX, where it stays exact fp32)")
     recompute_attention: bool = _f(False, "recompute the (B, H, T, T) attention probabilities in backward "
@@ -198,7 +199,7 @@ class TrainConfig:
         _check(self.warmup + self.cooldown < 1, where, "cooldown", "warmup + cooldown must be < 1")
         _check(0 <= self.min_lr_factor <= 1, where, "min_lr_factor", "must be in [0, 1]")
         _check(0 <= self.ema_decay < 1, where, "ema_decay", "must be in [0, 1)")
-        _check(self.precision in ("bf16", "fp32", "fp64"), where, "precision", "must be bf16, fp32 or fp64")
+        _check(self.precision in ("auto", "bf16", "fp32", "fp64"), where, "precision", "must be auto, bf16, fp32 or fp64")
         _check(self.grad_clip >= 0, where, "grad_clip", "must be >= 0")
         _check(self.num_workers >= 0, where, "num_workers", "must be >= 0")
         _check(self.save_minutes >= 0, where, "save_minutes", "must be >= 0")

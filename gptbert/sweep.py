@@ -217,7 +217,7 @@ def parse_seeds(text: Any) -> list[int]:
 class EvalSpec:
     tasks: list[str]
     modes: list[str]
-    precision: str = "bf16"
+    precision: str = "auto"
     limit: int | None = None
     temperature_sweep: bool = True
     data_dir: str | None = None
@@ -312,9 +312,9 @@ def spec_from_options(o: dict) -> SweepSpec:
         check_modes(modes)
     if o.get("eval_limit") is not None and int(o["eval_limit"]) < 1:
         raise GPTBertError("--eval-limit must be >= 1")
-    precision = o.get("eval_precision") or "bf16"
-    if precision not in ("bf16", "fp32"):
-        raise GPTBertError(f"--eval-precision: expected bf16 or fp32, got '{precision}'")
+    precision = o.get("eval_precision") or "auto"
+    if precision not in ("auto", "bf16", "fp32"):
+        raise GPTBertError(f"--eval-precision: expected auto, bf16 or fp32, got '{precision}'")
     report_t = o.get("report_temperature") or "t1"
     if report_t not in ("t1", "best"):
         raise GPTBertError(f"--report-temperature: expected t1 or best, got '{report_t}'")

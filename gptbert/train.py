@@ -27,6 +27,7 @@ weights are never saved.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import math
 import signal
@@ -49,7 +50,7 @@ from .errors import GPTBertError
 from .model import GPTBERT, attention_mask
 from .objectives import IGNORE, causal_rows, hybrid_loss, step_mask_rate
 from .optim import EMA, Lamb, lr_factor, param_groups
-from .precision import autocast, fp32_matmul_via_onednn
+from .precision import autocast, fp32_matmul_via_onednn, precision_note, resolve_precision
 from .rundir import MetricsWriter, after_resume, prepare_run_dir
 from .tokenizer import check_vocab, load_tokenizer, token_byte_lengths
 from .words import milestone_name, milestones_crossed
@@ -219,16 +220,21 @@ def train(cfg: RunConfig, resume: str | Path | None = None, max_steps_to_run: in
     overwrite: clear the run folder first. `max_steps_to_run` stops early (for tests; the
     schedules still use max_steps).
     """
-    # fp32 on the CPU: oneDNN's fp32 GEMM instead of MKL's where that stays exact (gptbert/precision.py)
-    with fp32_matmul_via_onednn(enabled=cfg.train.precision == "fp32" and cfg.train.onednn_fp32), _StopSignals() as sig:
-        run = _setup(cfg, resume, max_steps_to_run, overwrite)
-        return _loop(run, sig)
+    with _StopSignals() as sig:
+        run = _setup(copy.deepcopy(cfg), resume, max_steps_to_run, overwrite)
+        # fp32 on the CPU: oneDNN's fp32 GEMM instead of MKL's where that stays exact (gptbert/precision.py)
+        with fp32_matmul_via_onednn(enabled=run.cfg.train.precision == "fp32" and run.cfg.train.onednn_fp32):
+            return _loop(run, sig)
 
 
 def _setup(cfg: RunConfig, resume: str | Path | None, max_steps_to_run: int | None, overwrite: bool) -> _Run:
     """Process group, run folder, data check, model, optimizer, EMA, and the state of a resumed run."""
     t = cfg.train
     d = dist_utils.setup(t.device)
+    note = precision_note(t.precision, d.device)
+    if note and d.is_main:
+        print(note, file=sys.stderr)
+    t.precision = resolve_precision(t.precision, d.device)  # config.yaml records what ran
     out_dir = Path(t.out_dir)
     ckpt = prepare_run_dir(out_dir, resume, overwrite, clear=d.is_main)  # before any work
     dist_utils.barrier(d)

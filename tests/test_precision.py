@@ -77,3 +77,39 @@ def test_fp32_training_same_losses_with_and_without_route(prepared, tmp_path):
     flat = lambda xs: [v for pair in xs for v in pair]  # noqa: E731
     assert flat(losses[True]) == pytest.approx(flat(losses[False]), rel=1e-4)
     assert torch.backends.mkldnn.matmul.fp32_precision != "bf16"  # train() restored the setting
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_follows_the_hardware(native, monkeypatch):
+    """"auto" is bf16 only where bf16 matmuls are native (AVX-512/AMX CPUs, GPUs): on an AVX2-only CPU
+    bf16 matmuls fall back to a slow loop, so auto picks fp32 there. An explicit choice is kept."""
+    from gptbert import precision as P
+
+    P.bf16_is_native.cache_clear()
+    monkeypatch.setattr(P, "bf16_is_native", lambda kind: native)
+    assert P.resolve_precision("auto", "cpu") == ("bf16" if native else "fp32")
+    assert [P.resolve_precision(p, "cpu") for p in ("bf16", "fp32", "fp64")] == ["bf16", "fp32", "fp64"]
+    with P.autocast("cpu", "auto"):
+        y = torch.ones(4, 4) @ torch.ones(4, 4)
+    assert y.dtype == (torch.bfloat16 if native else torch.float32)
+    note = P.precision_note("auto", "cpu")
+    assert (note is None) == native
+    assert (P.precision_note("bf16", "cpu") is None) == native
+
+
+def test_bf16_native_agrees_with_onednn():
+    from gptbert.precision import bf16_is_native
+
+    assert bf16_is_native("cpu") == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def test_a_run_records_the_precision_it_ran_in(prepared, tmp_path, one_thread):
+    import yaml
+
+    from gptbert.precision import resolve_precision
+
+    cfg = tiny_config(prepared["data"], tmp_path / "run", prepared["vocab_size"], max_steps=2, precision="auto")
+    train(cfg)
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["train"]["precision"] == resolve_precision("auto", "cpu") != "auto"
+    assert cfg.train.precision == "auto"  # the caller's config is left alone

@@ -24,6 +24,7 @@ from ..eval.tasks2025.common import write_official
 from ..eval.tasks2025.run import summary_table as summary_table_2025
 from ..convert.revisions import milestone_folders
 from ..pretrained import load
+from ..precision import resolve_precision
 
 DEFAULT_TASKS = "blimp_fast,supplement_fast"
 DEFAULT_MODES = "causal,mntp,fused"
@@ -38,8 +39,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                                       "checkpoints/step_N folder, or a Hugging Face GPT-BERT folder")
     p.add_argument("--tokenizer", help="tokenizer.json (default: the run's config train.tokenizer, else next to the run)")
     p.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights (default: EMA)")
-    p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
-                   help="bf16: transformer in bf16 (log-probs/logits and all sums stay fp32); fp32: everything fp32")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                   help="auto (default): bf16 where the hardware has bf16 matmuls (GPUs, CPUs with AVX-512 or AMX), else fp32; bf16: transformer in bf16 (log-probs/logits and all sums stay fp32); fp32: everything fp32")
     p.add_argument("--device", default="auto", help="auto (cuda, else mps, else cpu), cpu, cuda, cuda:N, mps")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
 
@@ -120,6 +121,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     check_task_names(tasks, data_dir)
     claim_out_dir(Path(args.out), args.force, "evaluation")
     device = pick_device(args.device)
+    args.precision = resolve_precision(args.precision, device)  # auto -> bf16 or fp32 for this device
     t0 = time.perf_counter()
     pre = load(args.checkpoint, weights="raw" if args.raw else "ema", tokenizer=args.tokenizer, device=device)
     info = pre.info()
@@ -160,7 +162,8 @@ def _add_aoa_parser(subparsers) -> argparse.ArgumentParser:
     s.add_argument("--min-context", type=int, default=0, help="keep words with at least this many contexts")
     s.add_argument("--limit", type=int, help="only the first N contexts of every word (quick runs)")
     s.add_argument("--data-dir-2025", help="folder of the BabyLM 2025 task data (default: <data root>/babylm2025)")
-    s.add_argument("--precision", choices=("bf16", "fp32"), default="bf16", help="transformer precision (sums fp32)")
+    s.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                   help="transformer precision (sums fp32); auto: bf16 where the hardware has bf16 matmuls, else fp32")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     s.set_defaults(fn=cmd_eval_aoa)
     return s
@@ -176,6 +179,7 @@ def cmd_eval_aoa(args: argparse.Namespace) -> None:
     out = Path(args.out)
     claim_out_dir(out, args.force, "AoA evaluation")
     device = pick_device(args.device)
+    args.precision = resolve_precision(args.precision, device)  # auto -> bf16 or fp32 for this device
     summaries = {}
     for m in modes:
         res = evaluate_aoa(checkpoints, mode=m, data_dir=data_2025, precision=args.precision, device=str(device),
@@ -234,6 +238,7 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     glue_dir = paths.glue_dir(args.glue_dir)
     claim_out_dir(Path(args.out), args.force, "fine-tuning")
     device = pick_device(args.device)
+    args.precision = resolve_precision(args.precision, device)  # auto -> bf16 or fp32 for this device
     pre = load(args.checkpoint, weights="raw" if args.raw else "ema", tokenizer=args.tokenizer, device=device)
     model, tok, info = pre.model, pre.tokenizer, pre.info()
     print(f"finetune: {info['checkpoint']} ({info['weights']} weights), {args.precision} on {device}", file=sys.stderr)

@@ -19,9 +19,11 @@ from .. import paths
 from ..calibrate import steps_for_budget, steps_for_words, words_per_row_token
 from ..config import SECTIONS, load_config, preset_names
 from ..corpus import corpus_stats_line, find_corpus_files, prepare_corpus, read_documents
+from ..distributed import pick_device
 from ..errors import GPTBertError
 from ..eval.report import summary_table
 from ..eval.suite import check_task_names, run_suite
+from ..precision import resolve_precision
 from ..pretrained import load
 from ..tokenizer import train_tokenizer
 from . import exits
@@ -141,7 +143,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     cfg.train.time_budget = budget
     cfg.validate("quickstart")
     print(f"[3/4] train: {steps} steps (~{budget * 60 * 0.92 / steps:.2f}s each) in a {budget:.1f}-minute budget, "
-          f"{cfg.train.precision}, causal:masked rows = {cfg.objective.causal_ratio:.4f}")
+          f"{resolve_precision(cfg.train.precision, pick_device(cfg.train.device))}, causal:masked rows = {cfg.objective.causal_ratio:.4f}")
     result = train(cfg)
     if result.stopped in STOP_SIGNALS:
         return _stopped_message(result, Path(cfg.train.out_dir))
@@ -183,9 +185,10 @@ def _quick_eval(tasks: list[str], checkpoint: Path, tok_path: Path, out: Path, e
     """Zero-shot minimal pairs on the fresh checkpoint (EMA weights), one small table."""
     t0 = time.perf_counter()
     pre = load(checkpoint, weights="ema", tokenizer=tok_path)
-    print(f"[eval] {', '.join(tasks)} in causal, mntp and fused modes (EMA weights, bf16 forward, fp32 sums)")
+    precision = resolve_precision("auto", next(pre.model.parameters()).device)
+    print(f"[eval] {', '.join(tasks)} in causal, mntp and fused modes (EMA weights, {precision} forward, fp32 sums)")
     results = run_suite(pre.model, pre.tokenizer, tasks, ["causal", "mntp", "fused"], out / "eval", data_dir=eval_data,
-                        precision="bf16", progress=False, log=lambda s: None, info=pre.info())
+                        precision=precision, progress=False, log=lambda s: None, info=pre.info())
     print(summary_table(results["tasks"]))
     print(f"      {time.perf_counter() - t0:.0f}s -> {out / 'eval' / 'results.json'}")
 

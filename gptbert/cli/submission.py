@@ -80,8 +80,8 @@ def add_parsers(sub) -> None:
                                            "next to --glue-dir)")
     s.add_argument("--ewok-password", default="ewok", help="password of the EWoK zips (from the EWoK terms of use)")
     s.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights (default: EMA)")
-    s.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
-                   help="bf16: transformer in bf16 (log-probs and sums stay fp32); fp32: everything fp32")
+    s.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                   help="auto (default): bf16 where the hardware has bf16 matmuls (GPUs, CPUs with AVX-512 or AMX), else fp32; bf16: transformer in bf16 (log-probs and sums stay fp32); fp32: everything fp32")
     s.add_argument("--device", default="auto", help="auto (cuda, else mps, else cpu), cpu, cuda, cuda:N, mps")
     s.add_argument("--max-tokens", type=int, default=4096, help="padded tokens per forward pass (default 4096)")
     s.add_argument("--seed", type=int, default=42, help="fine-tuning seed (head init, data order)")

@@ -389,8 +389,9 @@ def add_parsers(sub) -> None:
                                         "CPU (an estimate), most of it blimp_filtered)")
     e.add_argument("--eval-modes", help=f"comma-separated scoring modes (default: {','.join(sw.DEFAULT_MODES)}; "
                                         "LAMBADA has no fused mode)")
-    e.add_argument("--eval-precision", choices=("bf16", "fp32"), help="transformer precision in evaluation; sums "
-                                                                       "stay fp32 (default: bf16)")
+    e.add_argument("--eval-precision", choices=("auto", "bf16", "fp32"),
+                   help="transformer precision in evaluation; sums stay fp32 (default: auto = bf16 where the hardware "
+                        "has bf16 matmuls, else fp32)")
     e.add_argument("--eval-limit", type=int, help="only the first N pairs of every sub-task (a quick, SUBSET sweep)")
     e.add_argument("--no-temperature-sweep", dest="temperature_sweep", action="store_const", const=False,
                    help="score at T=1 only (faster; no best-T numbers)")

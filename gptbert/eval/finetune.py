@@ -235,7 +235,7 @@ class FinetuneConfig:
     max_length: int = 512
     dropout: float = 0.1
     grad_clip: float = 2.0
-    precision: str = "bf16"
+    precision: str = "auto"  # bf16 where the hardware has bf16 matmuls, else fp32 (gptbert.precision)
     seed: int = 42
     max_train_examples: int | None = None
     max_eval_examples: int | None = None

@@ -16,15 +16,16 @@ from contextlib import nullcontext
 import torch
 from torch import Tensor, nn
 
-from ..precision import autocast, fp32_matmul_via_onednn
+from ..precision import autocast, fp32_matmul_via_onednn, resolve_precision
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "auto")
 
 
 class EvalModel:
     """`hidden(ids, mask)` -> fp32 (B, T, d); `logits(ids, mask, positions)` -> fp32 (N, V).
 
-    precision: "fp32", or "bf16" (autocast for the transformer, fp32 head).
+    precision: "fp32", "bf16" (autocast for the transformer, fp32 head), or "auto" (bf16 where the
+    device has native bf16 matmuls, else fp32; gptbert.precision.resolve_precision).
     The wrapped model is put in eval mode.
     """
 
@@ -32,8 +33,8 @@ class EvalModel:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.model = model.eval()
-        self.precision = precision
         self.device = next(model.parameters()).device
+        self.precision = resolve_precision(precision, self.device)
 
     @torch.no_grad()
     def hidden(self, input_ids: Tensor, mask: Tensor | None, position_ids: Tensor | None = None) -> Tensor:

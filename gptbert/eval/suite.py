@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import GPTBertError, did_you_mean
 from ..paths import eval_dir
+from ..precision import resolve_precision
 from . import report
 from .forward import EvalModel
 from .lambada import LAMBADA_MODES, evaluate_lambada, load_lambada
@@ -67,6 +68,7 @@ def run_suite(model, tokenizer, tasks: Sequence[str], modes: Sequence[str], out_
     `tasks2025`) are read from data_dir_2025 (default <data root>/babylm2025), scored at
     T=1, and their official-format outputs go to out_dir/zero_shot/<mode>/.
     """
+    precision = resolve_precision(precision, next(model.parameters()).device)  # "auto" -> what runs
     if ties not in TIE_RULES:
         raise GPTBertError(f"unknown tie rule '{ties}' (choose from {', '.join(TIE_RULES)})")
     check_modes(modes)

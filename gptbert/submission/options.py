@@ -29,7 +29,7 @@ class SubmissionOptions:
     multirc_train: str | None = None
     ewok_password: str = "ewok"
     raw: bool = False
-    precision: str = "bf16"
+    precision: str = "auto"
     device: str = "cpu"
     max_tokens: int = 4096
     seed: int = 42

@@ -134,7 +134,7 @@ class SubmissionReport:
                 args += [flag, v]
         if o.raw:
             args.append("--raw")
-        if o.precision != "bf16":
+        if o.precision != "auto":
             args += ["--precision", o.precision]
         args += ["--revisions", ",".join(revisions), "--tasks", ",".join(dict.fromkeys(tasks))]
         args += list(extra)
