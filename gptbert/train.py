@@ -107,6 +107,15 @@ class _StopSignals:
 # Helpers
 
 
+def _worker_ignores_stop_signals(_worker_id: int) -> None:
+    """Data-loader workers leave SIGTERM and SIGINT to the training process. A terminal's Ctrl-C and
+    most schedulers (SLURM, Kubernetes) signal the whole process group: a worker that died of it
+    would make the DataLoader raise before the main process could save its checkpoint. The main
+    process stops the workers itself when it is done (and they exit when it dies)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def check_data(cfg: RunConfig) -> dict:
     """The prepared corpus must exist and match the model's vocabulary."""
     data = Path(cfg.train.data)
@@ -289,7 +298,7 @@ def _loop(run: _Run, sig: _StopSignals) -> TrainResult:
     cfg, t, d = run.cfg, run.cfg.train, run.d
     loader = torch.utils.data.DataLoader(
         torch.utils.data.Subset(run.batches, range(run.start_step, run.end_step)),
-        batch_size=None, shuffle=False, num_workers=t.num_workers,
+        batch_size=None, shuffle=False, num_workers=t.num_workers, worker_init_fn=_worker_ignores_stop_signals,
         pin_memory=d.device.type == "cuda", prefetch_factor=4 if t.num_workers > 0 else None,
     )
     metrics = MetricsWriter(run.out_dir, d.is_main, t.tensorboard)

@@ -144,13 +144,19 @@ def _wait_for_steps(run: Path, n: int, proc: subprocess.Popen, timeout: float = 
 
 
 @pytest.mark.slow  # heavy (a real process per signal): in `pytest -m slow`
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_preemption_saves_and_resumes_exactly(prepared, reference, tmp_path, sig):
+@pytest.mark.parametrize("sig,group", [(signal.SIGTERM, False), (signal.SIGINT, False), (signal.SIGTERM, True)])
+def test_preemption_saves_and_resumes_exactly(prepared, reference, tmp_path, sig, group):
+    """group: the signal goes to the whole process group (a scheduler's preemption, a terminal's
+    Ctrl-C), data-loader workers included; they must leave it to the training process."""
     run = tmp_path / "run"
-    proc = subprocess.Popen(_cli("train", *_args(prepared, run)), env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    extra = ["--train.num_workers", "1"] if group else []
+    proc = subprocess.Popen(_cli("train", *_args(prepared, run), *extra), env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=group)
     _wait_for_steps(run, 3, proc)
-    proc.send_signal(sig)
+    if group:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 75, err
     step = load_checkpoint(run).step
