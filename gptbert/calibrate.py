@@ -10,6 +10,7 @@ the budget as a hard stop, in case the machine slows down.
 from __future__ import annotations
 
 import copy
+import math
 import time
 
 import numpy as np
@@ -99,6 +100,61 @@ def steps_for_words(cfg: RunConfig, words_per_token: float) -> int:
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if words(mid) >= target else (mid, hi)
     return hi
+
+
+def schedule_words(cfg: RunConfig, chunk_rows: int = 65536) -> int:
+    """Exactly the words a run of cfg.train.max_steps steps reads (all ranks together): the rows of
+    every step laid out as the data pipeline lays them out, counted with the corpus word table.
+    Pure numpy over the token memmap; a few seconds per 100M words."""
+    trial = copy.deepcopy(cfg)
+    trial.objective.balanced_masking = False  # only the layout is needed
+    batches = TrainBatches(trial.train.data, trial)
+    if batches.word_table is None:
+        raise GPTBertError(f"{trial.train.data}: no word table (word_table.npy or tokenizer.json); "
+                           "prepare the corpus again to count words")
+    n, total, s = trial.train.max_steps, 0, 0
+    while s < n:  # phases of one row length
+        T = step_shape(s, trial).seq_length
+        e = s + 1
+        while e < n and step_shape(e, trial).seq_length == T:
+            e += 1
+        a, b = samples_before(s, trial), samples_before(e, trial)
+        for c in range(a, b, chunk_rows):
+            total += int(batches.row_words(batches.layout(np.arange(c, min(b, c + chunk_rows)), T)).sum())
+        s = e
+    return total
+
+
+def fit_steps_to_words(cfg: RunConfig, words_per_token: float, max_tries: int = 8) -> int:
+    """The max_steps whose schedule reads at least cfg.train.max_words words, checked exactly.
+
+    `steps_for_words` estimates it from an average words-per-token ratio, which can fall a few
+    steps short (seen: 2,988,739 of a 3M budget); a short schedule would end before the budget, and
+    the last milestone (chck_100M of a strict-small run) would never be written. So the estimate
+    is counted exactly (`schedule_words`) and lengthened until it reaches the budget, then
+    shortened by one step while that still reaches it. The trainer stops at the exact count.
+    """
+    target = cfg.train.max_words
+    trial = copy.deepcopy(cfg)
+    n = steps_for_words(cfg, words_per_token)
+
+    def words(k: int) -> int:
+        trial.train.max_steps = k
+        return schedule_words(trial)
+
+    w = words(n)
+    for _ in range(max_tries):
+        if w >= target:
+            break
+        n += max(1, math.ceil((target - w) / max(w / n, 1e-9)))
+        w = words(n)
+    else:
+        raise GPTBertError(f"max_words {target:,}: no schedule length found that reads it")
+    for _ in range(max_tries):
+        if n <= 1 or words(n - 1) < target:
+            break
+        n -= 1
+    return n
 
 
 def words_per_row_token(cfg: RunConfig, probe_steps: int = 1000, rows: int = 256) -> float:

@@ -73,3 +73,21 @@ def test_milestones_and_word_budget(prepared, tmp_path, monkeypatch):
     assert load_checkpoint(tmp_path / "run").state["words_seen"] == res.words_seen
     steps = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.startswith("step_"))
     assert len(steps) == 1  # keep_last pruned the step folders, never the milestones
+
+
+def test_word_budget_fit_is_exact(prepared, tmp_path):
+    """`schedule_words` counts exactly what the trainer counts, and `fit_steps_to_words` gives the
+    fewest steps that reach the budget (the average-ratio estimate alone may fall short)."""
+    from gptbert.calibrate import fit_steps_to_words, schedule_words, words_per_row_token
+
+    cfg = tiny_config(prepared["data"], tmp_path / "run", prepared["vocab_size"], max_steps=12,
+                      seq_schedule=True, batch_ramp=True)
+    res = train(cfg)
+    assert schedule_words(cfg) == res.words_seen > 0  # the same rows, the same count
+    cfg.train.max_words = 4321
+    ratio = words_per_row_token(cfg)
+    n = fit_steps_to_words(cfg, ratio)
+    for k, reaches in ((n, True), (n - 1, False)):
+        trial = tiny_config(prepared["data"], tmp_path / "x", prepared["vocab_size"], max_steps=k,
+                            seq_schedule=True, batch_ramp=True)
+        assert (schedule_words(trial) >= 4321) is reaches

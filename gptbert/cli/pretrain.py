@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from .. import paths
-from ..calibrate import steps_for_budget, steps_for_words, words_per_row_token
+from ..calibrate import fit_steps_to_words, steps_for_budget, words_per_row_token
 from ..config import SECTIONS, load_config, preset_names
 from ..corpus import corpus_stats_line, find_corpus_files, prepare_corpus, read_documents
 from ..distributed import pick_device
@@ -66,7 +66,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, config_overrides(args))
     if cfg.train.max_steps == 0:  # a word budget sets the length of the schedules
         ratio = words_per_row_token(cfg)
-        cfg.train.max_steps = steps_for_words(cfg, ratio)
+        cfg.train.max_steps = fit_steps_to_words(cfg, ratio)
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"max_words {cfg.train.max_words:,} at {ratio:.3f} words per row token: "
                   f"max_steps = {cfg.train.max_steps:,}", file=sys.stderr)
