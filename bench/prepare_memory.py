@@ -100,7 +100,7 @@ def main() -> None:
         run = work / f"run_{mb}MB"
         t_train, rss_train = run_measured([*cli, "train", "--config", "tiny-cpu", "--overwrite",
                                            "--train.data", str(data), "--train.out_dir", str(run),
-                                           "--model.vocab_size", "512", "--train.max_steps", str(args.steps),
+                                           "--model.vocab_size", str(meta["vocab_size"]), "--train.max_steps", str(args.steps),
                                            "--train.progress", "false", "--train.tensorboard", "false"])
         rows.append({"corpus_mb": mb, "tokens": meta["train_tokens"] + meta["val_tokens"],
                      "prepare_s": round(t_prep, 1), "prepare_peak_rss_mb": round(rss_prep),
