@@ -84,8 +84,7 @@ def bf16_is_native(device_type: str) -> bool:
 
     CUDA: the GPU supports bf16. CPU: oneDNN has bf16 kernels (AVX-512 or AMX; PyTorch asks oneDNN).
     On a CPU with AVX2 only (e.g. an AMD EPYC of the Zen 3 generation) bf16 matmuls fall back to a
-    plain single-threaded loop: measured there, a cpu-quick training step ran ~20x slower in bf16
-    than in fp32 (71 vs 1,617 tokens/s).
+    plain single-threaded loop, many times slower than fp32 (docs/performance.md has the numbers).
     """
     if device_type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
@@ -109,7 +108,8 @@ def precision_note(precision: str, device: torch.device | str) -> str | None:
     """One line for the user when the precision was chosen for them or will be slow; None otherwise."""
     kind = torch.device(device).type
     if precision == "auto" and not bf16_is_native(kind):
-        return f"precision auto -> fp32: this {kind.upper()} has no native bf16 matmuls (no AVX-512/AMX)"
+        why = " (no AVX-512/AMX)" if kind == "cpu" else ""
+        return f"precision auto -> fp32: this {kind.upper()} has no native bf16 matmuls{why}"
     if precision == "bf16" and kind == "cpu" and not bf16_is_native(kind):
         return ("precision bf16 on a CPU without native bf16 matmuls (no AVX-512/AMX): expect it to run many "
                 "times slower than fp32; precision auto picks fp32 here")
