@@ -50,8 +50,10 @@ def chunk_table(tokens: np.ndarray, T: int) -> Chunks:
     """Documents (`<s>` to `<s>`, without the `<s>`) cut into chunks of T - 2 tokens; chunks
     of a single token are dropped, as in the official `dataset.py`."""
     C = T - 2
-    bos = np.flatnonzero(np.asarray(tokens) == BOS_ID)
     n = tokens.shape[0]
+    block = 1 << 24  # scan a memmap in 16M-token blocks: no corpus-sized temporary
+    bos = np.concatenate([np.flatnonzero(np.asarray(tokens[i:i + block]) == BOS_ID) + i for i in range(0, n, block)]
+                         or [np.zeros(0, np.int64)])
     starts, ends = bos + 1, np.append(bos[1:], n)
     if len(bos) == 0 or bos[0] != 0:  # text before the first <s> is a document too
         starts = np.insert(starts, 0, 0)
