@@ -91,7 +91,7 @@ def finish_training(cell: Cell) -> dict:
     if (run / "validation.jsonl").is_file():
         for _, row in read_jsonl(run / "validation.jsonl"):
             if row.get("step") == steps:
-                val = {k: v for k, v in row.items() if k.startswith("val_loss_")}
+                val = {k: v for k, v in row.items() if k.startswith(("val_loss_", "val_bpb_"))}
     if not val:
         raise GPTBertError(f"{run}: no validation losses for step {steps}")
     attempts = [r for _, r in read_jsonl(cell.dir / "attempts.jsonl")] if (cell.dir / "attempts.jsonl").is_file() else []
