@@ -171,7 +171,7 @@ def _save_safetensors(tensors: dict[str, Tensor], path: Path) -> None:
 def _save_torch(obj: Any, path: Path) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
-    write_synced(path, buf.getvalue())
+    write_synced(path, buf.getbuffer())  # a view: no second copy of a large state
 
 
 def _move_into_place(tmp: Path, final: Path) -> None:

@@ -209,8 +209,10 @@ class MaskCounts:
         self.counts[pos] = np.minimum(self.counts[pos].astype(np.int64) + update.increments.numpy(), 65535)
         self.step += 1
 
-    def state_dict(self) -> dict:
-        return {"step": self.step, "seq_length": self.seq_length, "counts": self.counts.copy()}
+    def state_dict(self, copy: bool = True) -> dict:
+        """copy=False hands out the live array (one uint16 per corpus token): for a save that
+        finishes before the counts change again, without a corpus-sized copy."""
+        return {"step": self.step, "seq_length": self.seq_length, "counts": self.counts.copy() if copy else self.counts}
 
     def load_state_dict(self, state: dict, source: str = "mask counts") -> None:
         counts = np.asarray(state["counts"])
@@ -345,7 +347,8 @@ class TrainBatches(torch.utils.data.Dataset):
         self._counts_start = self.mask_counts.state_dict()
 
     def mask_state(self) -> dict | None:
-        return None if self.mask_counts is None else self.mask_counts.state_dict()
+        """The counts for a checkpoint, not copied: the caller saves them before the next step."""
+        return None if self.mask_counts is None else self.mask_counts.state_dict(copy=False)
 
     def commit(self, step: int, item: StepBatch) -> None:
         """Main process: bring its copy of the mask counts past `step`, using the update that came

@@ -47,9 +47,9 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_synced(path: Path, data: str | bytes) -> None:
+def write_synced(path: Path, data: str | bytes | bytearray | memoryview) -> None:
     """Write and fsync one file (no rename: for files inside a folder that is renamed as a whole)."""
-    mode, kw = ("wb", {}) if isinstance(data, bytes) else ("w", {"encoding": "utf-8"})
+    mode, kw = ("w", {"encoding": "utf-8"}) if isinstance(data, str) else ("wb", {})
     with open(path, mode, **kw) as f:
         f.write(data)
         f.flush()

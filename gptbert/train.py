@@ -467,7 +467,9 @@ def _save(run: _Run, step: int, milestone: str | None = None) -> Path | None:
         if mask_state is not None:  # count-balanced masking: the counts before `step` (the same on every rank)
             if mask_state["step"] != step:
                 raise RuntimeError(f"internal: mask counts are at step {mask_state['step']}, saving step {step}")
-            state["mask_counts"] = mask_state
+            # as a tensor (sharing the array's memory): torch.save writes its bytes as they are, where a
+            # numpy array would be pickled through one more corpus-sized copy
+            state["mask_counts"] = {**mask_state, "counts": torch.from_numpy(mask_state["counts"])}
         path = save_checkpoint(
             run.out_dir, step=step, tokens_seen=run.tokens_seen, model_state=state_dict_for_save(run.model),
             ema_state=run.ema.state_dict() if run.ema is not None else None,
