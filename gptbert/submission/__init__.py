@@ -73,7 +73,7 @@ copy them into the tree). A piece is computed when it is selected (--only, --rev
 that gptbert made with exactly the inputs this run would use (same checkpoint weights,
 --limit, data, precision) is kept instead, since recomputing it would give the same
 file. --recompute recomputes the selected pieces anyway. AoA is assembled from one
-surprisal file per milestone (DIR/work/<model>/<backend>/aoa/<revision>.json), computed
+surprisal file per milestone (in DIR: work/<model>/<backend>/aoa/<revision>.json), computed
 while that milestone is loaded for its fast evaluation, so it resumes per checkpoint too.
 
 Completeness. The collated JSON is written under the official name only when every
