@@ -8,6 +8,12 @@ training reads the token stream through a memmap, so neither should grow with
 the corpus:
 
   python bench/prepare_memory.py --sizes 10,1000      # MB of text; prints a table and one JSON line
+  python bench/prepare_memory.py --sizes 10,1000 --reuse   # training only, on folders prepared before
+
+Training runs once per variant (stream packing; official packing; official packing with
+count-balanced masking, whose counts are one uint16 per corpus token by design) and saves
+two checkpoints, so the save path is in the peak too. Memory is reported as anonymous
+(owned by the process) and file-backed (memory-mapped token files, reclaimable).
 
 Run it alone on the machine (it prints the CPU name); 1 GB takes several minutes on 2 cores.
 """
@@ -17,8 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import os
 import random
-import resource
 import subprocess
 import sys
 import time
@@ -61,26 +67,72 @@ def write_corpus(folder: Path, megabytes: int, seed: int = 0) -> int:
     return written
 
 
-def run_measured(args: list[str]) -> tuple[float, float]:
-    """(seconds, peak RSS in MB) of one child process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+def _tree(pid: int) -> list[int]:
+    """pid and all its descendants (data-loader workers)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for t in os.listdir(f"/proc/{p}/task"):
+                todo += [int(c) for c in open(f"/proc/{p}/task/{t}/children").read().split()]
+        except OSError:
+            pass
+    return out
+
+
+def _kb(pid: int) -> tuple[int, int]:
+    """(RssAnon, RssFile + RssShmem) of one process in kB; zeros once it is gone."""
+    anon = file = 0
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("RssAnon:"):
+                anon = int(line.split()[1])
+            elif line.startswith(("RssFile:", "RssShmem:")):
+                file += int(line.split()[1])
+    except OSError:
+        pass
+    return anon, file
+
+
+def run_measured(args: list[str]) -> dict:
+    """Seconds and peak memory (MB) of one child process and its children, sampled every 20 ms:
+    `peak_rss` (anonymous + file pages, what `time -v` reports), `peak_anon` (memory the process
+    owns: heap, arrays, tensors) and `peak_file` (pages of memory-mapped files, e.g. train.bin:
+    shared with the page cache and dropped by the kernel under pressure)."""
     t0 = time.perf_counter()
-    res = subprocess.run(args, capture_output=True, text=True)
-    dt = time.perf_counter() - t0
-    if res.returncode != 0:
-        raise SystemExit(res.stderr[-2000:])
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if peak <= before:
-        print("warning: peak RSS of this child is not above an earlier child's; run sizes in increasing order",
-              file=sys.stderr)
-    return dt, peak / 1024
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = {"peak_rss_mb": 0.0, "peak_anon_mb": 0.0, "peak_file_mb": 0.0}
+    while proc.poll() is None:
+        a = f = 0
+        for q in _tree(proc.pid):
+            qa, qf = _kb(q)
+            a, f = a + qa, f + qf
+        peak["peak_rss_mb"] = max(peak["peak_rss_mb"], (a + f) / 1024)
+        peak["peak_anon_mb"] = max(peak["peak_anon_mb"], a / 1024)
+        peak["peak_file_mb"] = max(peak["peak_file_mb"], f / 1024)
+        time.sleep(0.02)
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(err[-2000:])
+    return {"s": round(time.perf_counter() - t0, 1), **{k: round(v) for k, v in peak.items()}}
+
+
+# Training variants: the row packing and count-balanced masking (one uint16 per corpus token).
+VARIANTS = {
+    "stream": ["--train.packing", "stream", "--objective.balanced_masking", "false"],
+    "official": ["--train.packing", "official", "--objective.balanced_masking", "false"],
+    "official+balanced": ["--train.packing", "official", "--objective.balanced_masking", "true"],
+}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="10,1000", help="corpus sizes in MB, increasing (default: 10,1000)")
     p.add_argument("--work", default="runs/bench/prepare_memory", help="scratch folder")
-    p.add_argument("--steps", type=int, default=20, help="training steps per corpus")
+    p.add_argument("--steps", type=int, default=20, help="training steps per corpus and variant")
+    p.add_argument("--variants", default=",".join(VARIANTS), help=f"training variants ({', '.join(VARIANTS)})")
+    p.add_argument("--reuse", action="store_true", help="reuse prepared data folders in --work (skip prepare)")
     args = p.parse_args()
     work = Path(args.work)
     print(f"CPU: {cpu_name()}")
@@ -94,21 +146,26 @@ def main() -> None:
         if not tok.is_file():
             run_measured([*cli, "tokenizer", "--data", str(corpus), "--vocab-size", "512", "--out", str(tok)])
         data = work / f"data_{mb}MB"
-        t_prep, rss_prep = run_measured([*cli, "prepare", "--data", str(corpus), "--tokenizer", str(tok),
-                                         "--out", str(data)])
+        row = {"corpus_mb": mb}
+        if not (args.reuse and (data / "meta.json").is_file()):
+            prep = run_measured([*cli, "prepare", "--data", str(corpus), "--tokenizer", str(tok), "--out", str(data)])
+            row["prepare"] = prep
+            print(f"{mb:>6} MB prepare {prep['s']:>7.1f}s  peak RSS {prep['peak_rss_mb']:>5} MB "
+                  f"(anon {prep['peak_anon_mb']}, file {prep['peak_file_mb']})")
         meta = json.loads((data / "meta.json").read_text())
-        run = work / f"run_{mb}MB"
-        t_train, rss_train = run_measured([*cli, "train", "--config", "tiny-cpu", "--overwrite",
-                                           "--train.data", str(data), "--train.out_dir", str(run),
-                                           "--model.vocab_size", str(meta["vocab_size"]), "--train.max_steps", str(args.steps),
-                                           "--train.progress", "false", "--train.tensorboard", "false"])
-        rows.append({"corpus_mb": mb, "tokens": meta["train_tokens"] + meta["val_tokens"],
-                     "prepare_s": round(t_prep, 1), "prepare_peak_rss_mb": round(rss_prep),
-                     "train_peak_rss_mb": round(rss_train), "train_s": round(t_train, 1)})
-        r = rows[-1]
-        print(f"{mb:>6} MB  {r['tokens']:>13,} tokens  prepare {r['prepare_s']:>7.1f}s peak {r['prepare_peak_rss_mb']:>5} MB"
-              f"  |  train {args.steps} steps peak {r['train_peak_rss_mb']:>5} MB")
-    print(json.dumps({"cpu": cpu_name(), "rows": rows}))
+        row["tokens"] = meta["train_tokens"] + meta["val_tokens"]
+        for v in args.variants.split(","):
+            run = work / f"run_{mb}MB"
+            tr = run_measured([*cli, "train", "--config", "tiny-cpu", "--overwrite", *VARIANTS[v],
+                               "--train.data", str(data), "--train.out_dir", str(run),
+                               "--model.vocab_size", str(meta["vocab_size"]), "--train.max_steps", str(args.steps),
+                               "--train.save_every", str(max(1, args.steps // 2)),
+                               "--train.progress", "false", "--train.tensorboard", "false"])
+            row[f"train_{v}"] = tr
+            print(f"{mb:>6} MB {row['tokens']:>13,} tokens  train {v:<18} {args.steps} steps {tr['s']:>6.1f}s  "
+                  f"peak RSS {tr['peak_rss_mb']:>5} MB  anon {tr['peak_anon_mb']:>5} MB  file {tr['peak_file_mb']:>5} MB")
+        rows.append(row)
+    print(json.dumps({"cpu": cpu_name(), "steps": args.steps, "rows": rows}))
 
 
 if __name__ == "__main__":

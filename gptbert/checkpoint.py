@@ -5,6 +5,9 @@ A checkpoint is one directory, `<run_dir>/checkpoints/step_XXXXXXX/`:
     model.safetensors  raw weights (fp32, tied tensors stored once)
     ema.safetensors    EMA weights (optional)
     state.pt           optimizer state, step, tokens seen, extras
+    <name>.npy         large training-state arrays (optional; e.g. mask_counts.npy, one
+                       uint16 per corpus token), written straight from the array and
+                       memory-mapped on load, so a save needs no corpus-sized buffer
     config.yaml        the resolved run config
     meta.json          {"step", "tokens_seen", "time", "files": {name: sha256}}
 
@@ -35,12 +38,13 @@ import shutil
 import struct
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import safetensors.torch
 import torch
+import numpy as np
 import yaml
 from torch import Tensor, nn
 
@@ -174,6 +178,17 @@ def _save_torch(obj: Any, path: Path) -> None:
     write_synced(path, buf.getbuffer())  # a view: no second copy of a large state
 
 
+def _save_array(a: np.ndarray, path: Path) -> None:
+    # np.save hands a contiguous array to tofile(): its bytes go to the file without a copy.
+    with open(path, "wb") as f:
+        np.save(f, np.ascontiguousarray(a), allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+_ARRAY_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
 def _move_into_place(tmp: Path, final: Path) -> None:
     """Rename the finished temporary directory to its final name."""
     if final.exists():
@@ -246,6 +261,7 @@ def save_checkpoint(
     config: Mapping[str, Any],
     ema_state: Mapping[str, Tensor] | None = None,
     train_state: Mapping[str, Any] | None = None,
+    arrays: Mapping[str, np.ndarray] | None = None,
     keep_last: int | None = 3,
     on_prune: Callable[[Path], None] | None = None,
     name: str | None = None,
@@ -254,7 +270,8 @@ def save_checkpoint(
 
     `model_state` / `ema_state` are state dicts (tied and wrapped names are
     handled by `state_dict_for_save`); `train_state` (optimizer state and
-    extras) is pickled into state.pt together with `step` and `tokens_seen`. Afterwards only the `keep_last`
+    extras) is pickled into state.pt together with `step` and `tokens_seen`; `arrays` (large numpy
+    state) go into `<name>.npy` files of their own. Afterwards only the `keep_last`
     newest step directories are kept (None keeps all); the one just written
     is never deleted, and `on_prune` is told of every folder removed.
     `name` saves a milestone instead (`chck_10M`): same files, its own folder,
@@ -262,6 +279,9 @@ def save_checkpoint(
     """
     if keep_last is not None and keep_last < 1:
         raise ValueError(f"keep_last must be >= 1 or None, got {keep_last}")
+    for key in arrays or {}:
+        if not _ARRAY_NAME.match(key):
+            raise ValueError(f"array names are lower-case identifiers, got {key!r}")
     ckpt_root = Path(run_dir) / "checkpoints"
     ckpt_root.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(ckpt_root)
@@ -283,6 +303,9 @@ def save_checkpoint(
             _save_safetensors(state_dict_for_save(ema_state), tmp / EMA_FILE)
         files.append(STATE_FILE)
         _save_torch({**(train_state or {}), "step": step, "tokens_seen": tokens_seen}, tmp / STATE_FILE)
+        for key, a in (arrays or {}).items():
+            files.append(f"{key}.npy")
+            _save_array(a, tmp / f"{key}.npy")
         files.append(CONFIG_FILE)
         _write_text_synced(tmp / CONFIG_FILE, yaml.safe_dump(_plain(config), sort_keys=False))
         meta = {
@@ -393,6 +416,7 @@ class Checkpoint:
     state: dict[str, Any]  # optimizer state, step, tokens_seen, extras
     config: dict[str, Any]  # the run config as saved (sections model, objective, train)
     meta: dict[str, Any]  # step, tokens_seen, time, file checksums
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)  # <name>.npy, read-only memory maps
 
     @property
     def step(self) -> int:
@@ -469,5 +493,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise input_error(d / CONFIG_FILE, "is not a mapping of config sections")
     if not isinstance(state, dict):
         raise input_error(d / STATE_FILE, "does not hold a training-state dict")
-    return Checkpoint(path=d, model=model, ema=ema, state=state, config=config, meta=meta)
+    arrays = {}
+    for name in files:
+        if name.endswith(".npy"):
+            try:
+                arrays[name[:-4]] = np.load(d / name, mmap_mode="r", allow_pickle=False)
+            except (ValueError, OSError, EOFError) as e:
+                raise input_error(d / name, f"is not a numpy array file ({_one_line(e)})") from None
+    return Checkpoint(path=d, model=model, ema=ema, state=state, config=config, meta=meta, arrays=arrays)
 

@@ -344,7 +344,9 @@ class TrainBatches(torch.utils.data.Dataset):
     def load_mask_state(self, state: dict, source: str = "checkpoint") -> None:
         """Start from saved mask counts (before building any batch and before forking workers)."""
         self.mask_counts.load_state_dict(state, source)
-        self._counts_start = self.mask_counts.state_dict()
+        # kept to replay from as given (a checkpoint's read-only memory map): no second corpus-sized copy
+        self._counts_start = {"step": int(state["step"]), "seq_length": int(state["seq_length"]),
+                              "counts": state["counts"]}
 
     def mask_state(self) -> dict | None:
         """The counts for a checkpoint, not copied: the caller saves them before the next step."""

@@ -43,7 +43,7 @@ class Chunks:
     """The official chunks of T - 2 tokens: every document's text cut from its start."""
 
     start: np.ndarray  # (n,) corpus position of the first token
-    length: np.ndarray  # (n,) 2 .. T - 2 tokens
+    length: np.ndarray  # (n,) int32, 2 .. T - 2 tokens
 
 
 def chunk_table(tokens: np.ndarray, T: int) -> Chunks:
@@ -58,14 +58,22 @@ def chunk_table(tokens: np.ndarray, T: int) -> Chunks:
     if len(bos) == 0 or bos[0] != 0:  # text before the first <s> is a document too
         starts = np.insert(starts, 0, 0)
         ends = np.insert(ends, 0, bos[0] if len(bos) else n)
-    lengths = ends - starts
-    per_doc = -(-lengths // C)
-    doc = np.repeat(np.arange(len(starts)), per_doc)
-    k = np.arange(len(doc)) - np.repeat(np.cumsum(per_doc) - per_doc, per_doc)
-    cs = starts[doc] + k * C
-    cl = np.minimum(C, ends[doc] - cs)
-    keep = cl >= 2
-    return Chunks(cs[keep].astype(np.int64), cl[keep].astype(np.int64))
+    # Cut documents into chunks a group of documents at a time, so the temporaries stay small and
+    # the table itself (12 bytes per chunk, about corpus/5 bytes for T=64) is all that grows.
+    out_start, out_length = [], []
+    for g in range(0, len(starts), 1 << 18):
+        s, e = starts[g:g + (1 << 18)], ends[g:g + (1 << 18)]
+        per_doc = -(-(e - s) // C)
+        doc = np.repeat(np.arange(len(s)), per_doc)
+        k = np.arange(len(doc)) - np.repeat(np.cumsum(per_doc) - per_doc, per_doc)
+        cs = s[doc] + k * C
+        cl = np.minimum(C, e[doc] - cs)
+        keep = cl >= 2
+        out_start.append(cs[keep].astype(np.int64))
+        out_length.append(cl[keep].astype(np.int32))
+    if not out_start:
+        return Chunks(np.zeros(0, np.int64), np.zeros(0, np.int32))
+    return Chunks(np.concatenate(out_start), np.concatenate(out_length))
 
 
 def _spread(values: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -277,9 +277,14 @@ def _setup(cfg: RunConfig, resume: str | Path | None, max_steps_to_run: int | No
         skipped = int(ck.state.get("skipped_steps", 0))
         words_seen = int(ck.state.get("words_seen", 0))
         if batches.mask_counts is not None:  # count-balanced masking: continue from the saved counts
-            saved = ck.state.get("mask_counts")
+            saved, where = ck.state.get("mask_counts"), ck.path / "state.pt"
+            if saved is not None and "counts" not in saved:  # counts in their own file (older: inside state.pt)
+                where = ck.path / "mask_counts.npy"
+                if "mask_counts" not in ck.arrays:
+                    raise GPTBertError(f"{where}: missing (the checkpoint's state.pt says the run kept mask counts)")
+                saved = {**saved, "counts": ck.arrays["mask_counts"]}
             if saved is not None:
-                batches.load_mask_state(saved, str(ck.path / "state.pt"))
+                batches.load_mask_state(saved, str(where))
             batches.advance(start_step)  # exact either way; without saved counts this replays them
         if d.is_main:
             after_resume(out_dir, start_step)
@@ -463,17 +468,19 @@ def _save(run: _Run, step: int, milestone: str | None = None) -> Path | None:
     if run.d.is_main:
         state = {"optimizer": run.optimizer.state_dict(), "skipped_steps": run.skipped_steps,
                  "words_seen": run.words_seen}
+        arrays = {}
         mask_state = run.batches.mask_state()
         if mask_state is not None:  # count-balanced masking: the counts before `step` (the same on every rank)
             if mask_state["step"] != step:
                 raise RuntimeError(f"internal: mask counts are at step {mask_state['step']}, saving step {step}")
-            # as a tensor (sharing the array's memory): torch.save writes its bytes as they are, where a
-            # numpy array would be pickled through one more corpus-sized copy
-            state["mask_counts"] = {**mask_state, "counts": torch.from_numpy(mask_state["counts"])}
+            # the counts (one uint16 per corpus token) go to mask_counts.npy, written straight from the
+            # live array: no corpus-sized copy or serialisation buffer at any save
+            arrays = {"mask_counts": mask_state.pop("counts")}
+            state["mask_counts"] = mask_state
         path = save_checkpoint(
             run.out_dir, step=step, tokens_seen=run.tokens_seen, model_state=state_dict_for_save(run.model),
             ema_state=run.ema.state_dict() if run.ema is not None else None,
-            train_state=state,
+            train_state=state, arrays=arrays,
             config=run.cfg.to_dict(), keep_last=run.cfg.train.keep_last,
             on_prune=lambda d: print(f"removed checkpoint {d.name} (train.keep_last={run.cfg.train.keep_last})",
                                      file=sys.stderr),

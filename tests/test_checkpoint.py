@@ -300,3 +300,27 @@ def test_meta_lists_checksums(tmp_path):
     meta = json.loads((path / "meta.json").read_text())
     assert set(meta) == {"step", "tokens_seen", "time", "files"}
     assert meta["files"]["model.safetensors"] == ckpt._sha256(path / "model.safetensors")
+
+
+def test_arrays_are_files_of_their_own(tmp_path):
+    """Large state arrays (the mask counts) are written as <name>.npy, checksummed, and come back
+    as read-only memory maps with the same values; a flipped byte in one is reported."""
+    model, _, _ = trained_setup()
+    counts = (np.arange(100_003) * 7919 % 65536).astype(np.uint16)
+    path = save(tmp_path, 3, model, arrays={"mask_counts": counts})
+    assert (path / "mask_counts.npy").stat().st_size == counts.nbytes + 128  # the .npy header, then the raw bytes
+    loaded = load_checkpoint(path)
+    assert "mask_counts.npy" in loaded.meta["files"]
+    a = loaded.arrays["mask_counts"]
+    assert isinstance(a, np.memmap) and not a.flags.writeable and a.dtype == np.uint16
+    assert np.array_equal(a, counts)
+    with pytest.raises(ValueError, match="lower-case identifiers"):
+        save(tmp_path, 4, model, arrays={"../x": counts})
+    del a, loaded
+    with open(path / "mask_counts.npy", "r+b") as f:
+        f.seek(1000)
+        b = f.read(1)
+        f.seek(1000)
+        f.write(bytes([b[0] ^ 1]))
+    with pytest.raises(GPTBertError, match=r"mask_counts\.npy.*checksum"):
+        load_checkpoint(path)

@@ -14,6 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import SHARED_DATA, tiny_config
+from gptbert.checkpoint import load_checkpoint
+from gptbert.errors import GPTBertError
 from gptbert.data import StepBatch, TrainBatches, samples_before, step_shape, validation_batches
 from gptbert.packing import chunk_table
 from gptbert.precision import bf16_is_native
@@ -255,11 +257,14 @@ def test_resume_is_bit_identical(prepared, tmp_path, packing, balanced, workers)
         wb = load_file(tmp_path / "part" / "checkpoints" / "step_0000020" / f"{name}.safetensors")
         assert all(torch.equal(wa[k], wb[k]) for k in wa)
     if balanced:
-        sa = torch.load(tmp_path / "full" / "checkpoints" / "step_0000020" / "state.pt", weights_only=False)
-        sb = torch.load(tmp_path / "part" / "checkpoints" / "step_0000020" / "state.pt", weights_only=False)
-        ca, cb = sa["mask_counts"], sb["mask_counts"]
+        ka, kb = (load_checkpoint(tmp_path / r / "checkpoints" / "step_0000020") for r in ("full", "part"))
+        ca, cb = ka.state["mask_counts"], kb.state["mask_counts"]
         assert ca["step"] == cb["step"] == 20 and ca["seq_length"] == cb["seq_length"] == 128
-        assert np.array_equal(ca["counts"], cb["counts"]) and ca["counts"].sum() > 0
+        assert "counts" not in ca  # the counts live in mask_counts.npy, listed with its checksum
+        assert "mask_counts.npy" in ka.meta["files"]
+        na, nb = ka.arrays["mask_counts"], kb.arrays["mask_counts"]
+        assert na.dtype == np.uint16 and na.shape == (len(np.memmap(prepared["data"] / "train.bin", np.uint16)),)
+        assert np.array_equal(na, nb) and na.sum() > 0
 
 
 @pytest.mark.parametrize("precision,tol,extra", [
@@ -300,10 +305,9 @@ def test_ddp_two_processes_match_one(prepared, tmp_path, precision, tol, extra):
         loose = precision == "fp32" and "dwa_modules.alphas" in k
         torch.testing.assert_close(wa[k], wb[k], atol=1e-2 if loose else tol, rtol=0)
     if extra:  # both ranks kept the global mask counts; rank 0 saved the same counts as the single process
-        sa = torch.load(tmp_path / "one" / "checkpoints" / "step_0000006" / "state.pt", weights_only=False)
-        sb = torch.load(tmp_path / "two" / "checkpoints" / "step_0000006" / "state.pt", weights_only=False)
-        assert np.array_equal(sa["mask_counts"]["counts"], sb["mask_counts"]["counts"])
-        assert sa["mask_counts"]["counts"].sum() > 0
+        na, nb = (load_checkpoint(tmp_path / r / "checkpoints" / "step_0000006").arrays["mask_counts"]
+                  for r in ("one", "two"))
+        assert np.array_equal(na, nb) and na.sum() > 0
 
 
 def test_short_run_learns_synthetic_text(prepared, tmp_path):
@@ -505,3 +509,45 @@ def test_validation_bits_per_byte_from_full_logits(prepared, tmp_path):
         assert b > n  # most tokens are longer than one byte
         assert val[f"val_loss_{name}"] == pytest.approx(ce / n, rel=1e-5)
         assert val[f"val_bpb_{name}"] == pytest.approx(ce / (math.log(2) * b), rel=1e-5)
+
+
+def test_resume_from_counts_saved_inside_state_pt(prepared, tmp_path):
+    """Checkpoints written before the counts got their own file kept them inside state.pt: they
+    still resume exactly; a checkpoint that names counts but lost mask_counts.npy is refused."""
+    import shutil
+
+    from gptbert.io import sha256_file
+
+    v = prepared["vocab_size"]
+
+    def cfg(out):
+        c = tiny_config(prepared["data"], tmp_path / out, v, max_steps=12, packing="official")
+        c.objective.balanced_masking = True
+        return c
+
+    train(cfg("full"))
+    part = cfg("part")
+    train(part, max_steps_to_run=6)
+    step = tmp_path / "part" / "checkpoints" / "step_0000006"
+    broken = tmp_path / "broken"
+    shutil.copytree(tmp_path / "part", broken)
+    # rewrite step 6 in the older layout: counts as a tensor inside state.pt, no .npy file
+    state = torch.load(step / "state.pt", weights_only=False)
+    counts = np.load(step / "mask_counts.npy")
+    state["mask_counts"]["counts"] = torch.from_numpy(counts)
+    torch.save(state, step / "state.pt")
+    (step / "mask_counts.npy").unlink()
+    meta = json.loads((step / "meta.json").read_text())
+    del meta["files"]["mask_counts.npy"]
+    meta["files"]["state.pt"] = sha256_file(step / "state.pt")
+    (step / "meta.json").write_text(json.dumps(meta))
+    train(part, resume=tmp_path / "part")
+    assert _losses(tmp_path / "full") == _losses(tmp_path / "part")
+
+    bstep = broken / "checkpoints" / "step_0000006"
+    (bstep / "mask_counts.npy").unlink()
+    meta = json.loads((bstep / "meta.json").read_text())
+    del meta["files"]["mask_counts.npy"]
+    (bstep / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(GPTBertError, match=r"mask_counts\.npy: missing"):
+        train(cfg("broken"), resume=broken)
