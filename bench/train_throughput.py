@@ -8,6 +8,11 @@ forward + backward + optimizer step on random tokens, a mixed hybrid batch
   python bench/train_throughput.py            # full: more repeats
   python bench/train_throughput.py --quick    # < 3 minutes
 
+`--official DIR` adds the official implementation (a checkout of github.com/ltgoslo/gpt-bert; its
+`pretraining/model_extra.py` is imported from there at run time, never copied here). On a CPU
+without native bf16 matmuls (AVX2 only) the bf16 configurations are skipped: their matmuls fall
+to a slow scalar loop (docs/performance.md); `--configs` picks configurations by name.
+
 MFU is against the bf16 / fp32 matmul peak the script measures itself at the
 model's shapes (4096 x 384 @ 384 x 2560), so it is a fraction of what this
 machine can actually do, not of a datasheet number. fp32 runs route their
@@ -36,6 +41,12 @@ CONFIGS = {
     "hf_bert_t128_fp32": ("hf_bert", "fp32", 32, 128, False, True),
     "hf_bert_t128_bf16": ("hf_bert", "bf16", 32, 128, False, True),
     "hf_gpt2_t128_bf16": ("hf_gpt2", "bf16", 32, 128, False, True),
+    "small_t512_fp32": ("ours", "fp32", 8, 512, False, True),
+    "hf_bert_t512_fp32": ("hf_bert", "fp32", 8, 512, False, True),
+    # the official ltgoslo/gpt-bert pretraining/model_extra.py, same size (needs --official DIR)
+    "official_t128_fp32": ("official", "fp32", 32, 128, False, True),
+    "official_t128_bf16": ("official", "bf16", 32, 128, False, True),
+    "official_t512_fp32": ("official", "fp32", 8, 512, False, True),
 }
 
 
@@ -72,13 +83,21 @@ def cpu_name() -> str:
     return f"{name} ({', '.join(isa) or 'no AVX-512'}{'' if 'amx_bf16' in flags else ', no AMX'})"
 
 
-def build(impl: str):
+def build(impl: str, official: str | None = None):
 
     if impl == "ours":
         from gptbert.config import model_preset
         from gptbert.model import GPTBERT
 
         return GPTBERT(model_preset("small"))
+    if impl == "official":
+        import types
+
+        sys.path.insert(0, os.path.join(official, "pretraining"))
+        import model_extra  # the official code, from the checkout named by --official
+
+        cfg = json.load(open(os.path.join(official, "configs", "small.json")))
+        return model_extra.Bert(types.SimpleNamespace(**cfg))
     from transformers import BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel
 
     if impl == "hf_bert":
@@ -121,7 +140,7 @@ def data_pipeline(steps: int) -> dict:
     return dict(name="data_pipeline_worker", tok_s=n / dt, steps=steps)
 
 
-def run_one(name: str, repeats: int) -> dict:
+def run_one(name: str, repeats: int, official: str | None = None) -> dict:
     import torch
 
     if name == "data_pipeline_worker":
@@ -132,8 +151,15 @@ def run_one(name: str, repeats: int) -> dict:
     impl, precision, B, T, compile_, onednn = CONFIGS[name]
     fp32_matmul_via_onednn(enabled=onednn and precision == "fp32").start()  # as `gptbert train` does
     torch.manual_seed(0)
-    model = build(impl)
-    if impl == "ours":
+    model = build(impl, official)
+    if impl == "official":  # sequence-first tensors; attention_mask True = blocked, (B, T, T)
+        from gptbert.optim import Lamb
+
+        opt = Lamb([{"params": list(model.parameters()), "weight_decay": 0.1}], lr=1e-3)
+        net = model
+        blocked = torch.zeros(B, T, T, dtype=torch.bool)
+        blocked[: max(1, B // 16)] = torch.ones(T, T, dtype=torch.bool).triu(1)  # causal rows
+    elif impl == "ours":
         from gptbert.model import attention_mask
         from gptbert.optim import Lamb, param_groups
 
@@ -156,7 +182,9 @@ def run_one(name: str, repeats: int) -> dict:
 
     def step():
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            if impl == "ours":
+            if impl == "official":
+                loss = net(x.t(), blocked, labels.t())[0]
+            elif impl == "ours":
                 logits = net(x, mask, positions)
                 loss = torch.nn.functional.cross_entropy(logits.float(), targets)
             else:
@@ -174,8 +202,11 @@ def run_one(name: str, repeats: int) -> dict:
         times.append(time.perf_counter() - t0)
     dt = sorted(times)[len(times) // 2]  # median
     n_params = sum(p.numel() for p in model.parameters())
-    if impl == "ours":
-        flops_per_token = model.flops_per_token(T)
+    if impl in ("ours", "official"):  # the same architecture and size
+        from gptbert.config import model_preset
+        from gptbert.model import GPTBERT
+
+        flops_per_token = GPTBERT(model_preset("small")).flops_per_token(T)
     else:
         flops_per_token = 6 * n_params + 12 * 12 * T * 384
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -188,19 +219,38 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="fewer repeats, no compiled run (< 3 minutes)")
     p.add_argument("--one", help=argparse.SUPPRESS)
     p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--official", help="a checkout of ltgoslo/gpt-bert: adds the official_* configurations")
+    p.add_argument("--configs", help="comma-separated configuration names (default: all that apply)")
     args = p.parse_args()
     repeats = args.repeats or (3 if args.quick else 6)
     if args.one:
-        print(json.dumps(run_one(args.one, repeats)))
+        print(json.dumps(run_one(args.one, repeats, args.official)))
         return
 
     import torch
 
-    names = [n for n in CONFIGS if not (args.quick and CONFIGS[n][4])] + ["data_pipeline_worker"]
-    peaks = {d: matmul_peak(d, 1.0 if args.quick else 3.0) for d in ("bf16", "fp32")}
+    from gptbert.precision import bf16_is_native
+
+    if args.configs:
+        names = args.configs.split(",")
+        unknown = [n for n in names if n not in CONFIGS and n != "data_pipeline_worker"]
+        if unknown:
+            raise SystemExit(f"unknown configurations {unknown}; known: {', '.join(CONFIGS)}")
+    else:
+        names = [n for n in CONFIGS if not (args.quick and CONFIGS[n][4])
+                 and (bf16_is_native("cpu") or CONFIGS[n][1] != "bf16")
+                 and (args.official or CONFIGS[n][0] != "official")] + ["data_pipeline_worker"]
+        if not bf16_is_native("cpu"):
+            print("note: no native bf16 matmuls on this CPU: bf16 configurations skipped", file=sys.stderr)
+    if args.official and not os.path.isfile(os.path.join(args.official, "pretraining", "model_extra.py")):
+        raise SystemExit(f"--official {args.official}: no pretraining/model_extra.py there")
+    precisions = ("bf16", "fp32") if bf16_is_native("cpu") else ("fp32",)  # a scalar bf16 loop takes minutes
+    peaks = {d: matmul_peak(d, 1.0 if args.quick else 3.0) for d in precisions}
+    peaks.setdefault("bf16", float("nan"))
     results = {}
     for name in names:
-        proc = subprocess.run([sys.executable, __file__, "--one", name, "--repeats", str(repeats)],
+        extra = ["--official", args.official] if args.official else []
+        proc = subprocess.run([sys.executable, __file__, "--one", name, "--repeats", str(repeats), *extra],
                               capture_output=True, text=True, env={**os.environ})
         if proc.returncode != 0:
             print(f"{name}: failed ({proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode})")
@@ -215,6 +265,12 @@ def main() -> None:
             continue
         r["mfu"] = r["tok_s"] * r["flops_per_token"] / peaks[r["precision"]]
         print(f"{name:28s} {r['tok_s']:10.0f} {100 * r['mfu']:5.1f}% {r['peak_rss_mb']:12.0f}")
+    for ours, ref in (("small_t128_fp32", "hf_bert_t128_fp32"), ("small_t128_bf16", "hf_bert_t128_bf16"),
+                      ("small_t128_fp32", "official_t128_fp32"), ("small_t128_bf16", "official_t128_bf16"),
+                      ("small_t512_fp32", "hf_bert_t512_fp32"), ("small_t512_fp32", "official_t512_fp32"),
+                      ("small_t512_fp32", "small_t128_fp32"), ("small_t512_bf16", "small_t128_bf16")):
+        if ours in results and ref in results:
+            print(f"ratio {ours} / {ref}: {results[ours]['tok_s'] / results[ref]['tok_s']:.2f}x")
     if "data_pipeline_worker" in results and "small_t128_bf16" in results:
         r = results["data_pipeline_worker"]
         print(f"data pipeline, 1 worker process: {r['tok_s']:,.0f} tokens/s = "
@@ -235,8 +291,15 @@ def main() -> None:
         "mfu_bf16": get("small_t128_bf16", "mfu"),
         "mfu_fp32": get("small_t128_fp32", "mfu"),
         "data_pipeline_worker_tok_s": get("data_pipeline_worker"),
-        "matmul_peak_bf16_gflops": round(peaks["bf16"] / 1e9, 1),
+        "matmul_peak_bf16_gflops": round(peaks["bf16"] / 1e9, 1) if peaks["bf16"] == peaks["bf16"] else None,
         "matmul_peak_fp32_gflops": round(peaks["fp32"] / 1e9, 1),
+        "small_t512_fp32_tok_s": get("small_t512_fp32"),
+        "small_t512_fp32_peak_rss_mb": get("small_t512_fp32", "peak_rss_mb"),
+        "hf_bert_t512_fp32_tok_s": get("hf_bert_t512_fp32"),
+        "official_t128_fp32_tok_s": get("official_t128_fp32"),
+        "official_t128_bf16_tok_s": get("official_t128_bf16"),
+        "official_t512_fp32_tok_s": get("official_t512_fp32"),
+        "official_t512_fp32_peak_rss_mb": get("official_t512_fp32", "peak_rss_mb"),
         "cpu": cpu_name(),
     }
     print(json.dumps(summary))
