@@ -100,6 +100,7 @@ UNIT_MODULES = {
     "test_layers", "test_objectives", "test_optim", "test_precision", "test_model", "test_eval_scoring",
     "test_eval_minimal_pairs", "test_eval_lambada", "test_checkpoint", "test_tokenizer", "test_corpus",
     "test_words", "test_words_seen", "test_finetune", "test_eval_cli", "test_cli", "test_data", "test_config",
+    "test_memory",
 }
 NOT_UNIT = (
     "test_parameter_counts", "test_metrics_equal_scikit_learn", "test_finetune_end_to_end", "real_corpus",

@@ -1,7 +1,7 @@
 """The package's layer rules, read from the import statements (AST only: no torch import, well under a second).
 
 Layers, bottom to top:
-  base        errors, io, paths, config, precision, distributed
+  base        errors, io, paths, config, precision, distributed, memory
   core        tokenizer, corpus, model, objectives, data, optim, checkpoint
   library     pretrained, train, calibrate, generate, convert/, eval/
   front       cli/
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "gptbert"
-BASE = {"errors", "io", "paths", "config", "precision", "distributed"}
+BASE = {"errors", "io", "paths", "config", "precision", "distributed", "memory"}
 OPTIONAL = {"transformers", "lm_eval", "tensorboard", "scipy", "huggingface_hub"}  # may be imported lazily
 
 

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from .. import paths
+from .. import memory, paths
 from ..calibrate import fit_steps_to_words, steps_for_budget, words_per_row_token
 from ..config import SECTIONS, load_config, preset_names
 from ..corpus import corpus_stats_line, find_corpus_files, prepare_corpus, read_documents
@@ -139,12 +139,14 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     spent = (time.perf_counter() - t_all) / 60
     budget = max(args.minutes - spent, 0.05)
     steps = steps_for_budget(cfg, budget * 60 * 0.92)
+    memory.release()  # the calibration's freed activations: not kept through training (or by its data worker)
     cfg.train.max_steps = steps
     cfg.train.time_budget = budget
     cfg.validate("quickstart")
     print(f"[3/4] train: {steps} steps (~{budget * 60 * 0.92 / steps:.2f}s each) in a {budget:.1f}-minute budget, "
           f"{resolve_precision(cfg.train.precision, pick_device(cfg.train.device))}, causal:masked rows = {cfg.objective.causal_ratio:.4f}")
     result = train(cfg)
+    memory.release()  # training's freed memory, before the evaluation loads the checkpoint
     if result.stopped in STOP_SIGNALS:
         return _stopped_message(result, Path(cfg.train.out_dir))
     h = unigram_entropy(data_dir, vocab)
