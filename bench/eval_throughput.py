@@ -5,6 +5,16 @@
     python bench/eval_throughput.py --task blimp_filtered --pairs 0 --modes causal --precisions bf16
     python bench/eval_throughput.py --no-sweep           # T=1 only (no 60-temperature sweep)
     python bench/eval_throughput.py --checkpoint runs/x  # a trained model instead of random weights
+    python bench/eval_throughput.py --plain              # also a plain one-sentence-per-row scorer: ratios
+
+--plain times, in the same run, the scorer other tools use (minicons, the
+GPT-2 peer script of ../shared/tools/peer_quality.py): one padded row per
+sentence (causal) or per masked copy (mntp), sorted by length in batches of
+--plain-batch rows, the output head and a log-softmax over the whole
+vocabulary at every position, T=1 only. Its T=1 accuracy must
+equal ours (same model, same arithmetic up to summation order); the table
+then gives ours/plain, and ours with the 60-temperature sweep against ours at
+T=1 (what the sweep costs).
 
 Random weights are fine for speed: the work per pair does not depend on the
 weights. Without --checkpoint/--tokenizer a vocab-8192 tokenizer is trained
@@ -17,16 +27,21 @@ is printed with the table, and the best of --repeat runs is reported.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from cpuinfo import cpu_name  # noqa: E402
 
 from gptbert.config import model_preset  # noqa: E402
 from gptbert.eval.forward import EvalModel  # noqa: E402
@@ -35,7 +50,8 @@ from gptbert.pretrained import load as load_pretrained  # noqa: E402
 from gptbert.eval.minimal_pairs import evaluate_task, load_task  # noqa: E402
 from gptbert.eval.scoring import SWEEP_TEMPERATURES, SentenceScorer  # noqa: E402
 from gptbert.model import GPTBERT  # noqa: E402
-from gptbert.tokenizer import load_tokenizer  # noqa: E402
+from gptbert.model import attention_mask  # noqa: E402
+from gptbert.tokenizer import BOS_ID, MASK_ID, PAD_ID, load_tokenizer  # noqa: E402
 
 BLIMP_FILTERED_PAIRS = 59_875
 
@@ -55,6 +71,50 @@ def _tokenizer(path: str | None):
     return load_tokenizer(cached)
 
 
+def plain_scores(em: EvalModel, sentences: list[list[int]], mode: str, batch: int) -> torch.Tensor:
+    """Summed T=1 log-probs of each sentence, the plain way (see the module docstring).
+
+    causal: one row `<s> w1 .. wn` per sentence; mntp: n rows per sentence,
+    row j with w_j replaced by `<mask>` and read one position earlier (MNTP's shift).
+    """
+    rows, owner, where = [], [], []  # where: (position read, target) per row; None = every position (causal)
+    for i, s in enumerate(sentences):
+        ids = [BOS_ID, *s]
+        if mode == "causal":
+            rows.append(ids)
+            owner.append(i)
+            where.append(None)
+        else:
+            for j in range(1, len(ids)):
+                copy = list(ids)
+                copy[j] = MASK_ID
+                rows.append(copy)
+                owner.append(i)
+                where.append((j - 1, ids[j]))
+    order = sorted(range(len(rows)), key=lambda r: len(rows[r]))  # by length, as a careful plain scorer does
+    rows, owner, where = [rows[r] for r in order], [owner[r] for r in order], [where[r] for r in order]
+    out = torch.zeros(len(sentences), dtype=torch.float64)
+    for b0 in range(0, len(rows), batch):
+        chunk = rows[b0:b0 + batch]
+        B, T = len(chunk), max(len(r) for r in chunk)
+        ids = torch.full((B, T), PAD_ID, dtype=torch.long)
+        seg = torch.full((B, T), -1, dtype=torch.long)
+        for b, r in enumerate(chunk):
+            ids[b, :len(r)] = torch.tensor(r)
+            seg[b, :len(r)] = 0
+        mask = attention_mask(seg, mode == "causal")
+        logp = torch.log_softmax(em.logits(ids, mask), dim=-1)  # (B, T, V): every position, full vocabulary
+        for b, r in enumerate(chunk):
+            w = where[b0 + b]
+            if w is None:  # causal: position p predicts token p + 1
+                tgt = torch.tensor(r[1:])
+                val = logp[b, torch.arange(len(r) - 1), tgt].double().sum()
+            else:
+                val = logp[b, w[0], w[1]].double()
+            out[owner[b0 + b]] += val
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", help="trained run to load (default: random small-preset weights)")
@@ -71,6 +131,11 @@ def main() -> None:
     p.add_argument("--max-tokens", type=int, default=4096, help="padded tokens per forward pass")
     p.add_argument("--repeat", type=int, default=1, help="runs per cell; the fastest is reported")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    p.add_argument("--plain", action="store_true", help="also time a plain one-sentence-per-row scorer (T=1) "
+                   "and ours at T=1, and print ratios")
+    p.add_argument("--plain-batch", type=int, default=128,
+                   help="rows per batch of the plain scorer (default 128, as the peer script)")
+    p.add_argument("--json", help="also write the results to this JSON file")
     args = p.parse_args()
 
     if args.threads:
@@ -94,30 +159,65 @@ def main() -> None:
           f"{n_tok / (2 * len(task.pairs)):.1f} tokens/sentence; temperatures: "
           f"{'sweep of ' + str(len(temps)) if args.sweep else 'T=1 only'}; torch threads {torch.get_num_threads()}")
 
-    rows = []
+    def timed(fn):
+        best, out = math.inf, None
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            out = fn()
+            best = min(best, time.perf_counter() - t0)
+        return best, out
+
+    sentences = [e.ids for e in tok.encode_batch([q.good for q in task.pairs] + [q.bad for q in task.pairs],
+                                                 add_special_tokens=False)]
+    n = len(task.pairs)
+    warm = load_task("blimp_fast", args.data_dir, limit=1)
+    records = []
     for precision in args.precisions.split(","):
         em = EvalModel(model, precision)
         scorer = SentenceScorer(em, tok, temperatures=temps, max_tokens=args.max_tokens,
                                 trie_row_tokens=args.trie_row_tokens)
-        warm = load_task("blimp_fast", args.data_dir, limit=1)
+        t1 = SentenceScorer(em, tok, temperatures=(1.0,), max_tokens=args.max_tokens,
+                            trie_row_tokens=args.trie_row_tokens)
         for mode in args.modes.split(","):
             evaluate_task(scorer, warm, mode)  # warm-up: kernel selection, allocator
-            best = math.inf
-            for _ in range(args.repeat):
-                t0 = time.perf_counter()
-                res = evaluate_task(scorer, task, mode)
-                best = min(best, time.perf_counter() - t0)
-            rate = len(task.pairs) / best
-            rows.append((mode, precision, len(task.pairs), best, rate, BLIMP_FILTERED_PAIRS / rate,
-                         100 * res.correct[:, 0].mean() if not args.sweep else res.average_at(res.column(1.0))))
-            print(f"  {mode:6s} {precision}: {rate:8.1f} pairs/s", file=sys.stderr)
+            sec, res = timed(lambda: evaluate_task(scorer, task, mode))
+            acc = res.average_at(res.column(1.0))
+            rec = {"mode": mode, "precision": precision, "pairs": n, "seconds": round(sec, 2),
+                   "pairs_per_s": round(n / sec, 2), "accuracy_t1": round(acc, 2), "sweep": args.sweep}
+            print(f"  {mode:6s} {precision}: {n / sec:8.1f} pairs/s", file=sys.stderr)
+            if args.plain:
+                sec1, res1 = timed(lambda: evaluate_task(t1, task, mode))
+                plain_scores(em, sentences[:4], mode, args.plain_batch)  # warm-up
+                secp, sp = timed(lambda: plain_scores(em, sentences, mode, args.plain_batch))
+                good, bad = sp[:n].numpy(), sp[n:].numpy()
+                ours = np.concatenate([res1.good.column(1.0), res1.bad.column(1.0)])
+                rec.update(seconds_t1=round(sec1, 2), seconds_plain=round(secp, 2),
+                           plain_accuracy_t1=round(res1.average_at(good > bad), 2),
+                           max_abs_diff_vs_plain=float(np.abs(ours - sp.numpy()).max()),
+                           ours_t1_over_plain=round(secp / sec1, 2), ours_sweep_over_plain=round(secp / sec, 2),
+                           sweep_overhead=round(sec / sec1 - 1, 3))
+                print(f"  {mode:6s} {precision}: T=1 {n / sec1:.1f} pairs/s, plain {n / secp:.1f} pairs/s",
+                      file=sys.stderr)
+            records.append(rec)
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    print(f"\nload average during the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")
-    print(f"{'mode':8s}{'precision':>10s}{'pairs':>8s}{'seconds':>10s}{'pairs/s':>10s}{'BLiMP-filtered':>16s}")
-    for mode, precision, n, sec, rate, full, _ in rows:
-        print(f"{mode:8s}{precision:>10s}{n:>8d}{sec:>10.1f}{rate:>10.1f}{full / 60:>12.1f} min")
-
+    print(f"\nCPU: {cpu_name()}; load average during the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
+          f"on {os.cpu_count()} cores")
+    sweep = "sweep" if args.sweep else "T=1"
+    head = f"{'mode':8s}{'precision':>10s}{'pairs':>8s}{'s (' + sweep + ')':>12s}{'pairs/s':>10s}{'BLiMP-filtered':>16s}"
+    if args.plain:
+        head += f"{'s (T=1)':>10s}{'s (plain)':>11s}{'T=1/plain':>11s}{'sweep cost':>12s}{'acc ours/plain':>16s}"
+    print(head)
+    for r in records:
+        line = (f"{r['mode']:8s}{r['precision']:>10s}{r['pairs']:>8d}{r['seconds']:>12.1f}{r['pairs_per_s']:>10.1f}"
+                f"{BLIMP_FILTERED_PAIRS / r['pairs_per_s'] / 60:>12.1f} min")
+        if args.plain:
+            line += (f"{r['seconds_t1']:>10.1f}{r['seconds_plain']:>11.1f}{r['ours_t1_over_plain']:>10.2f}x"
+                     f"{100 * r['sweep_overhead']:>11.0f}%{r['accuracy_t1']:>9.2f}/{r['plain_accuracy_t1']:.2f}")
+        print(line)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"cpu": cpu_name(), "model": name, "task": args.task,
+                                               "load_average": load, "records": records}, indent=1))
 
 if __name__ == "__main__":
     main()

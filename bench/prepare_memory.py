@@ -22,27 +22,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import os
 import random
 import subprocess
 import sys
 import time
+
 from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cpuinfo import cpu_name  # noqa: E402
 
 WORDS = ("the a my our dog cat bird teacher child mother river garden ball kite house bread letter frog "
          "saw liked found painted chased wanted carried forgot gave took made said ran jumped sang "
          "big small old red green happy quiet slow yesterday again today near under after before").split()
 
 
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def write_corpus(folder: Path, megabytes: int, seed: int = 0) -> int:

@@ -30,6 +30,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cpuinfo import cpu_name  # noqa: E402
+
 CONFIGS = {
     # name: (implementation, precision, batch, seq_length, compile, fp32 matmuls via oneDNN)
     "small_t128_fp32": ("ours", "fp32", 32, 128, False, True),
@@ -71,16 +74,6 @@ def matmul_peak(dtype_name: str, seconds: float = 2.0) -> float:
     return best
 
 
-def cpu_name() -> str:
-    """Model name and matrix ISA from /proc/cpuinfo, e.g. "AMD EPYC (avx512_bf16, no AMX)"."""
-    try:
-        info = open("/proc/cpuinfo").read()
-    except OSError:
-        return "unknown CPU"
-    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "CPU")
-    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
-    isa = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    return f"{name} ({', '.join(isa) or 'no AVX-512'}{'' if 'amx_bf16' in flags else ', no AMX'})"
 
 
 def build(impl: str, official: str | None = None):

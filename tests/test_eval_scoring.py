@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
 
 from gptbert.config import ModelConfig
 from gptbert.eval.forward import EvalModel
+from gptbert.eval import native_sweep
 from gptbert.eval.scoring import (SWEEP_TEMPERATURES, Scores, SentenceScorer, pair_correct, token_statistics)
 from gptbert.model import GPTBERT
 from gptbert.tokenizer import BOS_ID, MASK_ID
@@ -163,6 +166,22 @@ def test_eval_model_logits_are_fp32_and_match_the_model(model):
         EvalModel(model, "fp16")
 
 
+def test_native_sweep_sums_match_float64_and_can_be_switched_off(monkeypatch):
+    if native_sweep.library() is None:
+        pytest.skip("no C compiler on this machine: the torch path is what runs (tested above)")
+    torch.manual_seed(1)
+    logits = torch.randn(11, 8192) * 5
+    z = logits - logits.max(-1, keepdim=True).values
+    sums = native_sweep.sweep_sums(z)
+    assert sums.shape == (11, 61) and float(sums[:, 0].abs().max()) == 0.0
+    ref = torch.stack([torch.exp(z.double() * (20 / k)).sum(-1) for k in range(1, 61)], -1)
+    rel = (sums[:, 1:].double() - ref).abs() / ref
+    assert float(rel.max()) < 2e-5, float(rel.max())
+    assert float(sums[:, 1:].min()) >= 1.0  # the max term exp(0) = 1 is always there
+    monkeypatch.setenv("GPTBERT_NATIVE", "0")
+    assert native_sweep.sweep_sums(z) is None
+
+
 def test_bf16_mode_close_to_fp32(model):
     items = _items()
     a = SentenceScorer(model, precision="fp32", temperatures=(1.0,)).score(items, "mntp")
@@ -171,11 +190,16 @@ def test_bf16_mode_close_to_fp32(model):
     np.testing.assert_allclose(a.logprob, b.logprob, rtol=0.05, atol=0.3)
 
 
-def test_temperature_sweep_chain_matches_direct_log_softmax():
+@pytest.mark.parametrize("native", [True, False], ids=["native", "torch"])
+def test_temperature_sweep_chain_matches_direct_log_softmax(native):
+    if native:
+        assert native_sweep.library() is not None or shutil.which("cc") is None, "a C compiler is here: must build"
     torch.manual_seed(0)
     logits = torch.randn(37, 300) * 6
-    targets = torch.randint(0, 300, (37,))
-    lp, gap = token_statistics(logits, targets, SWEEP_TEMPERATURES, chunk_rows=8)
+    logits[3, :200] = -float("inf")  # a row with impossible tokens
+    logits[5, :100] -= 1e4  # and one whose small terms underflow at every temperature
+    targets = torch.randint(200, 300, (37,))
+    lp, gap = token_statistics(logits, targets, SWEEP_TEMPERATURES, chunk_rows=8, native=native)
     for j, t in enumerate(SWEEP_TEMPERATURES):
         ref = torch.log_softmax(logits.double() / t, -1).gather(-1, targets[:, None]).squeeze(-1)
         torch.testing.assert_close(lp[:, j].double(), ref, atol=1e-4, rtol=1e-6)
