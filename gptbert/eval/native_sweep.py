@@ -107,7 +107,8 @@ void sweep_sums(const float *z, int64_t rows, int64_t V, float *out, float *buf)
 
 # -fassociative-math lets the sums use vector accumulators; -ffinite-math-only lets the clamp be a vector max
 # (GCC 12 vectorises neither without it). z may hold -inf (a logit of -inf): max(-inf, -126) is still -126.
-_FLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math",
+_FLAGS = ["-O3", "-march=native", "-funroll-loops", "-fvariable-expansion-in-unroller", "-fPIC", "-shared",
+          "-fno-math-errno", "-fno-trapping-math",
           "-fassociative-math", "-fno-signed-zeros", "-ffinite-math-only", "-std=c99"]
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
