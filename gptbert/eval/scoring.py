@@ -35,7 +35,7 @@ each T in (1.5, 3.0] seeds a chain of squarings T, T/2, T/4, ... that covers
 every grid point exactly once.
 That chain runs as compiled C where a C compiler is present
 (`native_sweep`: row by row in cache instead of ~150 torch passes over the
-whole block; about 2x faster on a 2-core AVX2 CPU, docs/performance.md),
+whole block; 2.6x faster on a 2-core AVX2 CPU, docs/performance.md),
 else in torch.
 
 T = 0 is defined as the limit T -> 0+: log_softmax(l / T)[y] * T tends to
