@@ -310,10 +310,18 @@ def test_ddp_two_processes_match_one(prepared, tmp_path, precision, tol, extra):
         assert np.array_equal(na, nb) and na.sum() > 0
 
 
-def test_short_run_learns_synthetic_text(prepared, tmp_path):
+def test_short_run_learns_synthetic_text(prepared, tmp_path, monkeypatch):
+    import gptbert.train as train_module
+
     cfg = tiny_config(prepared["data"], tmp_path, prepared["vocab_size"], max_steps=100,
                       global_batch_tokens=2048, lr=0.03, log_every=20)
+    trims = []
+    real_release = train_module.memory.release
+    monkeypatch.setattr(train_module.memory, "release", lambda: trims.append(1) or real_release())
     res = train(cfg)
+    # The heap is handed back at both length-phase changes (after steps 71 and 91: rows of 64,
+    # then 128 tokens) and after every 50th step (50, 100): four times in 100 steps.
+    assert len(trims) == 4 and train_module._TRIM_EVERY == 50
     h = unigram_entropy(prepared["data"], prepared["vocab_size"])
     # Measured: unigram 3.83 nats; after 100 steps causal ~0.94, masked ~1.29.
     assert res.val["val_loss_causal"] < h - 2.0, (res.val, h)
