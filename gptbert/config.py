@@ -132,7 +132,9 @@ class TrainConfig:
     global_batch_tokens: int = _f(
         4_194_304, "tokens per optimizer step at full batch (paper: 32,768 x 128 = 4.19M)"
     )
-    micro_batch_size: int = _f(32, "rows per forward pass per process in the first length phase (halved in the second, where rows are 2x seq_length, quartered in the third), so a micro-batch holds the same tokens in every phase")
+    micro_batch_size: int = _f(32, "rows per forward pass per process in the first length phase (halved in the "
+                                   "second, where rows are 2x seq_length, quartered in the third), so a "
+                                   "micro-batch holds the same tokens in every phase")
     seq_length: int = _f(128, "tokens per row in the first phase")
     packing: str = _f(
         "stream", "how rows are cut from the corpus. official: documents are cut into chunks of seq_length - 2 "
