@@ -304,12 +304,12 @@ def _setup(cfg: RunConfig, resume: str | Path | None, max_steps_to_run: int | No
 # changes the last micro-batch's size every step and the sequence schedule changes every tensor's
 # size twice a run, so the freed blocks fit ever fewer new tensors and the resident memory creeps
 # up: on a 2-core EPYC the 10-minute quickstart's process tree went from 3.0 GB (64-token rows) to
-# 3.8 GB (end of the 128-token rows), the main process of a 20-minute one to 5.3 GB. Handing the
-# free blocks back (malloc_trim) at every length-phase change and every _TRIM_EVERY steps keeps it
-# lower: the main process of a 60-minute quickstart then peaked at 4.2 GB. A trim costs about a
-# second (the pages are faulted back in: 4.1 instead of 3.2 s for a 64 x 64-token step of cpu-quick
-# in fp32), so ~0.6% of a run at one per 50 steps (README, "The main job").
-_TRIM_EVERY = 50
+# 3.8 GB (end of the 128-token rows), the main process of a 20-minute one to 5.3 GB. The loop
+# hands the free blocks back (malloc_trim) at every length-phase change and whenever the resident
+# memory has grown more than _TRIM_SLACK_MB since the last trim (memory.HeapTrimmer; a trim costs
+# about a second, the pages being faulted back in; README, "The main job"). Each metrics row logs
+# the RSS and the trims so far.
+_TRIM_SLACK_MB = 512.0
 
 
 def _loop(run: _Run, sig: _StopSignals) -> TrainResult:
@@ -331,6 +331,7 @@ def _loop(run: _Run, sig: _StopSignals) -> TrainResult:
     done = run.start_step
     stopped = None
     last_length = None
+    trimmer = memory.HeapTrimmer(_TRIM_SLACK_MB)
     run.net.train()
     for step, micro_batches in zip(range(run.start_step, run.end_step), loader):
         now = time.perf_counter()
@@ -343,11 +344,11 @@ def _loop(run: _Run, sig: _StopSignals) -> TrainResult:
             break
         lr, grad_norm, shape = result.lr, result.grad_norm, result.shape
         done = step + 1
-        if (last_length is not None and shape.seq_length != last_length) or done % _TRIM_EVERY == 0:
-            memory.release()  # see _TRIM_EVERY
+        trimmer.after_step(shape_changed=last_length is not None and shape.seq_length != last_length)
         last_length = shape.seq_length
         if done % t.log_every == 0 or done == run.end_step:
             row = _log_row(run, step, lr, grad_norm, shape, window, t_start)
+            row.update(rss_mb=round(memory.rss_mb()), peak_rss_mb=round(memory.peak_rss_mb()), heap_trims=trimmer.trims)
             history.append(row)
             metrics.write(row)
             if bar is not None:

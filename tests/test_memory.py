@@ -28,3 +28,34 @@ def test_release_returns_freed_heap_to_the_os():
     assert ran == "True"
     assert before > 250  # the freed blocks were still resident
     assert before - after > 200, (before, after)
+
+
+def _fake_rss(monkeypatch, values):
+    """memory.rss_mb returns `values` one by one; memory.release only counts its calls."""
+    from gptbert import memory
+
+    it = iter(values)
+    calls = []
+    monkeypatch.setattr(memory, "rss_mb", lambda: next(it))
+    monkeypatch.setattr(memory, "release", lambda: calls.append(1) or True)
+    return memory, calls
+
+
+def test_heap_trimmer_trims_when_rss_grows_past_the_slack(monkeypatch):
+    memory, calls = _fake_rss(monkeypatch, [3000, 3200, 3500, 3501, 2900, 3300, 3399, 3400.5])
+    trimmer = memory.HeapTrimmer(slack_mb=500)
+    # step 1 sets the reference (3000); 3200 and 3500 are within 500 MB of it; 3501 is not: trim.
+    assert [trimmer.after_step() for _ in range(4)] == [False, False, False, True]
+    # the step after a trim sets a new reference (2900); 3300, 3399 stay; 3400.5 trims again
+    assert [trimmer.after_step() for _ in range(4)] == [False, False, False, True]
+    assert trimmer.trims == len(calls) == 2
+
+
+def test_heap_trimmer_trims_at_a_shape_change_and_then_resets(monkeypatch):
+    memory, calls = _fake_rss(monkeypatch, [3000, 3100, 5000, 5400, 5600])
+    trimmer = memory.HeapTrimmer(slack_mb=500)
+    assert trimmer.after_step() is False  # reference 3000
+    assert trimmer.after_step(shape_changed=True) is True  # 3100, but the shapes changed
+    # the new phase's first step sets the reference (5000): its larger working set is not growth
+    assert [trimmer.after_step() for _ in range(3)] == [False, False, True]  # 5400 stays, 5600 trims
+    assert len(calls) == 2
