@@ -391,3 +391,59 @@ def test_switches_validated_and_old_configs_load():
     with pytest.raises(GPTBertError, match="expected bool"):
         config_from_dict({"model": {"attention_gate": "maybe"}})
     assert config_from_dict({"model": {"attention_gate": "false"}}).model.attention_gate is False
+
+
+def _randomised(cfg: ModelConfig, seed: int = 0) -> GPTBERT:
+    """A model whose layer weights are not the identity init (so every stream state matters)."""
+    torch.manual_seed(seed)
+    m = GPTBERT(cfg).eval()
+    if m.transformer.dwa_modules is not None:
+        with torch.no_grad():
+            for a in m.transformer.dwa_modules.alphas:
+                a.normal_(0.5, 0.3)
+    return m
+
+
+@pytest.mark.parametrize("gate,dwa", [(True, True), (False, True), (True, False), (False, False)])
+@pytest.mark.parametrize("masking", ["none", "causal", "padded", "tree"])
+def test_encode_select_matches_the_full_pass(gate, dwa, masking):
+    """encode(select=...) runs the last layer at the selected positions only (MNTP scoring): the
+    hidden states there equal the full pass's, for every attention variant the scorers use."""
+    m = _randomised(tiny(num_layers=3, attention_gate=gate, layer_weighting=dwa))
+    B, T = 5, 11
+    torch.manual_seed(1)
+    ids = torch.randint(4, 200, (B, T))
+    mask, pos_ids = None, None
+    if masking == "padded":  # rows of different lengths, pads in their own segment (mntp batches)
+        lengths = torch.tensor([11, 7, 9, 11, 3])
+        seg = torch.where(torch.arange(T)[None, :] < lengths[:, None], 0, -1)
+        mask = attention_mask(seg, False)
+    elif masking == "causal":  # one (1, 1, T, T) mask for every row (causal and prefix batches)
+        mask = torch.ones(1, 1, T, T, dtype=torch.bool).tril()
+    elif masking == "tree":  # a causal mask with per-token position ids (prefix-tree rows)
+        mask = torch.ones(1, 1, T, T, dtype=torch.bool).tril().expand(B, 1, T, T)
+        pos_ids = torch.arange(T).repeat(B, 1) // 2
+    select = torch.tensor([0, 3, 12, 21, 30, 31, 44, 54, 10])  # several per row, any order
+    with torch.no_grad():
+        full = m.encode(ids, mask, pos_ids).reshape(B * T, -1)[select]
+        part = m.encode(ids, mask, pos_ids, select=select)
+    assert part.shape == (9, 32)
+    torch.testing.assert_close(part, full, atol=1e-5, rtol=1e-5)
+    assert (part - full).abs().max() < 1e-5 * full.abs().max()
+    # with gradients it is the full pass, indexed (the same numbers)
+    torch.testing.assert_close(m.encode(ids, mask, pos_ids, select=select), full, atol=1e-5, rtol=1e-5)
+
+
+def test_encode_select_in_bf16_is_as_close_as_the_full_pass():
+    m = _randomised(tiny(num_layers=3))
+    ids = torch.randint(4, 200, (4, 16))
+    select = torch.tensor([2, 17, 40, 63])
+    with torch.no_grad():
+        ref = m.encode(ids).reshape(64, -1)[select]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            full = m.encode(ids).float().reshape(64, -1)[select]
+            part = m.encode(ids, select=select).float()
+    # bf16 rounding alone moves the full pass by ~1e-2; the selective pass stays within that of it
+    err_full, err_part = (full - ref).abs().max(), (part - ref).abs().max()
+    assert err_full > 0 and err_part < 2 * err_full + 1e-3, (err_full, err_part)
+    torch.testing.assert_close(part, full, atol=5e-2, rtol=5e-2)

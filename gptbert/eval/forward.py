@@ -37,11 +37,13 @@ class EvalModel:
         self.precision = resolve_precision(precision, self.device)
 
     @torch.no_grad()
-    def hidden(self, input_ids: Tensor, mask: Tensor | None, position_ids: Tensor | None = None) -> Tensor:
+    def hidden(self, input_ids: Tensor, mask: Tensor | None, position_ids: Tensor | None = None,
+               select: Tensor | None = None) -> Tensor:
+        """fp32 (B, T, d), or (N, d) at the flat indices `select` into B*T."""
         with autocast(self.device, self.precision), self._matmul():
-            if position_ids is None:
-                return self.model.encode(input_ids, mask).float()
-            return self.model.encode(input_ids, mask, position_ids).float()
+            if position_ids is None and select is None:
+                return self.model.encode(input_ids, mask).float()  # (also any model without the extras)
+            return self.model.encode(input_ids, mask, position_ids, select=select).float()
 
     @torch.no_grad()
     def logits(self, input_ids: Tensor, mask: Tensor | None, positions: Tensor | None = None,
@@ -50,9 +52,14 @@ class EvalModel:
 
         position_ids (B, T): per-token positions for the relative attention (default 0..T-1).
         """
-        h = self.hidden(input_ids, mask, position_ids)
-        if positions is not None:
-            h = h.reshape(-1, h.shape[-1]).index_select(0, positions)
+        B, T = input_ids.shape
+        if positions is not None and 4 * positions.shape[0] <= B * T:
+            # Few positions read (MNTP: one per row): the model's last layer runs at those alone.
+            h = self.hidden(input_ids, mask, position_ids, select=positions)
+        else:
+            h = self.hidden(input_ids, mask, position_ids)
+            if positions is not None:
+                h = h.reshape(-1, h.shape[-1]).index_select(0, positions)
         with torch.autocast(self.device.type, enabled=False), self._matmul(head=True):
             return self.model.head(h)  # fp32 weights, fp32 input, fp32 logits
 
