@@ -228,3 +228,23 @@ def test_scores_column_and_add():
     assert (s + s).logprob[0, 1] == 4.0
     with pytest.raises(KeyError):
         s.column(2.0)
+
+
+def test_scoring_trims_the_heap_when_it_grows(model, monkeypatch):
+    """The scorer hands freed heap back (memory.HeapTrimmer) once the RSS has grown 512 MB past
+    the first batch's; the scores do not change."""
+    from gptbert import memory
+
+    items = _items(2)
+    ref = SentenceScorer(model, max_tokens=16).score(items, "mntp")
+    rss = iter(range(1000, 10**6, 200))  # +200 MB per batch: a trim every 4th batch after the reference
+    calls = []
+    monkeypatch.setattr(memory, "rss_mb", lambda: float(next(rss)))
+    monkeypatch.setattr(memory, "release", lambda: calls.append(1) or True)
+    got = SentenceScorer(model, max_tokens=16).score(items, "mntp")
+    from gptbert.eval.scoring import _batches, _rows_for
+
+    n_batches = len(_batches(_rows_for(list(dict.fromkeys(items)), "mntp"), 16))
+    np.testing.assert_array_equal(got.logprob, ref.logprob)
+    # batch 1 sets the reference (1000); 1200, 1400 stay within 512 MB; 1600 trims; batch 5 sets the next one
+    assert n_batches >= 8 and len(calls) == n_batches // 4

@@ -80,6 +80,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from .. import memory
 from ..model import attention_mask
 from ..tokenizer import BOS_ID, MASK_ID, PAD_ID
 from . import native_sweep
@@ -493,6 +494,10 @@ class SentenceScorer:
         else:
             batches = ((*b, None) for b in run_rows(self.eval_model, _rows_for(items, mode), mode, self.max_tokens,
                                                      progress=self.progress, desc=label))
+        # In a process that trained first (quickstart), the heap is full of freed holes; the
+        # batches' tensors land in ever other holes and fault them back in, so the RSS of
+        # quickstart's evaluation crept from 0.7 to 3.8 GB. Trim when it grows (memory.HeapTrimmer).
+        trimmer = memory.HeapTrimmer()
         for owners, logits, targets, pick in batches:
             lp, g = token_statistics(logits, targets, self.temperatures)
             lp, g = lp.double().cpu(), g.double().cpu()
@@ -500,6 +505,7 @@ class SentenceScorer:
                 lp, g = lp[pick], g[pick]
             logprob.index_add_(0, owners, lp)
             gap.index_add_(0, owners, g)
+            trimmer.after_step()
         return Scores(self.temperatures, logprob.numpy(), gap.numpy(), n_tokens)
 
 
