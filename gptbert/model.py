@@ -181,10 +181,7 @@ class Attention(nn.Module):
         v = v.view(B, T, H, D).transpose(1, 2)
 
         # Relative-position terms against the 2K-1 bucket embeddings, then gathered to (T, T).
-        pos_q, pos_k = self.in_proj_qk(self.dropout(rel)).chunk(2, dim=-1)  # (2K-1, d) each
-        R = pos_q.shape[0]
-        pos_q = pos_q.view(R, H, D).transpose(0, 1)  # (H, 2K-1, D)
-        pos_k = pos_k.view(R, H, D).transpose(0, 1)
+        pos_q, pos_k = self._position_tables(rel)  # (H, 2K-1, D) each
         idx = self._position_index(T, x.device) if position_index is None else position_index  # (.., T, T)
         # Scale the small (.., 2K-1) tables before gathering them into (T, T) bias terms.
         c2p = (q @ pos_k.transpose(-1, -2)) * self.scale  # (B, H, T, 2K-1): q_i . key_pos[r]
@@ -209,6 +206,13 @@ class Attention(nn.Module):
             y = y * F.gelu(gate)  # attention gate
         y = self.out_proj(self.post_layer_norm(y))
         return self.out_dropout(y)
+
+    def _position_tables(self, rel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(2K-1, d) relative embeddings -> their queries and keys in this layer, (H, 2K-1, D) each."""
+        pos_q, pos_k = self.in_proj_qk(self.dropout(rel)).chunk(2, dim=-1)  # (2K-1, d) each
+        R = pos_q.shape[0]
+        return (pos_q.view(R, self.num_heads, self.head_dim).transpose(0, 1),
+                pos_k.view(R, self.num_heads, self.head_dim).transpose(0, 1))
 
     def _explicit_probabilities(self, device: torch.device, T: int) -> bool:
         """Build the (B, H, T, T) probabilities ourselves instead of calling SDPA (same math).
@@ -273,10 +277,7 @@ class Attention(nn.Module):
         else:
             v, gate = self.in_proj_v(h), None
         v = v.view(B, T, H, D).transpose(1, 2)
-        pos_q, pos_k = self.in_proj_qk(self.dropout(rel)).chunk(2, dim=-1)  # (2K-1, d) each
-        R = pos_q.shape[0]
-        pos_q = pos_q.view(R, H, D).transpose(0, 1)  # (H, 2K-1, D)
-        pos_k = pos_k.view(R, H, D).transpose(0, 1)
+        pos_q, pos_k = self._position_tables(rel)  # (H, 2K-1, D) each
         if position_index is None:
             idx = self._position_index(T, x.device)[0, 0][cols]  # (N, T): bucket of (i_n - j)
         else:
