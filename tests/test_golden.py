@@ -2,9 +2,11 @@
 
 The curve was recorded once (`GPTBERT_WRITE_GOLDEN=1 python -m pytest tests/test_golden.py`) and is
 compared here to 1e-6. It is recorded in fp64 (identical on every CPU: the matmul kernels differ
-between CPUs only in their summation order, which fp64 makes invisible at 1e-6) and in fp32 (checked
-to 1e-6 on a CPU of the kind it was recorded on; elsewhere the summation order of MKL vs oneDNN is
-allowed 1e-4, and the test says which comparison it made).
+between CPUs only in their summation order, which fp64 makes invisible at 1e-6) and in fp32 once per
+kind of CPU (AVX2, AVX-512, AMX: each gets other oneDNN kernels, whose summation order moves the fp32
+curve by up to ~4e-4 over 20 steps, measured between an AVX2 and an AVX-512 EPYC). The fp32 curve is
+checked to 1e-6 against the one of this CPU's kind; on a kind with no recorded curve, to 1e-3 against
+the nearest recorded one, and the test says which comparison it made (record it then).
 
 A change that is meant to alter the numerics (a new default) re-records the file and says so in the
 commit; anything else that moves these numbers is a bug.
@@ -24,9 +26,12 @@ GOLDEN = Path(__file__).parent / "assets" / "golden_tiny_cpu_20_steps.json"
 
 
 def _cpu_kind() -> str:
+    """"amx", "avx512", "avx2", ...: the kernel family PyTorch and oneDNN pick on this CPU."""
+    import torch
+
     from gptbert.precision import cpu_has_amx
 
-    return "amx" if cpu_has_amx() else "no-amx"
+    return "amx" if cpu_has_amx() else torch.backends.cpu.get_cpu_capability().lower()
 
 
 def _curve(prepared, tmp_path: Path, precision: str) -> list[list[float]]:
@@ -50,17 +55,26 @@ def _curve(prepared, tmp_path: Path, precision: str) -> list[list[float]]:
 def test_tiny_cpu_loss_curve_is_golden(prepared, tmp_path, one_thread, precision):
     curve = _curve(prepared, tmp_path, precision)
     assert [r[0] for r in curve] == list(range(1, 21))
+    kind = _cpu_kind()
     if os.environ.get("GPTBERT_WRITE_GOLDEN"):
         data = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
-        data[precision] = curve
-        data[f"{precision}_cpu_kind"] = _cpu_kind()
+        if precision == "fp32":
+            data.setdefault("fp32_by_cpu", {})[kind] = curve
+        else:
+            data[precision] = curve
         GOLDEN.write_text(json.dumps(data, indent=1) + "\n")
     golden = json.loads(GOLDEN.read_text())
-    tol = 1e-6
-    if precision == "fp32" and golden.get("fp32_cpu_kind") != _cpu_kind():
-        tol = 1e-4
-        print(f"fp32 golden curve was recorded on a {golden.get('fp32_cpu_kind')} CPU, this one is "
-              f"{_cpu_kind()}: comparing to {tol}")
-    worst = max(abs(a - b) for ra, rb in zip(curve, golden[precision]) for a, b in zip(ra[1:], rb[1:]))
-    print(f"{precision}: largest difference from the golden curve {worst:.2e} (tolerance {tol})")
-    assert worst <= tol
+
+    def worst(reference):
+        return max(abs(a - b) for ra, rb in zip(curve, reference) for a, b in zip(ra[1:], rb[1:]))
+
+    if precision == "fp64":
+        tol, diff, against = 1e-6, worst(golden["fp64"]), "fp64"
+    elif kind in golden["fp32_by_cpu"]:
+        tol, diff, against = 1e-6, worst(golden["fp32_by_cpu"][kind]), f"fp32 on {kind}"
+    else:
+        tol = 1e-3
+        diff, against = min((worst(c), f"fp32 on {k} (none recorded on {kind})")
+                            for k, c in golden["fp32_by_cpu"].items())
+    print(f"{precision}: largest difference from the golden curve ({against}) {diff:.2e} (tolerance {tol})")
+    assert diff <= tol
