@@ -18,6 +18,12 @@ model's shapes (4096 x 384 @ 384 x 2560), so it is a fraction of what this
 machine can actually do, not of a datasheet number. fp32 runs route their
 matmuls through oneDNN as `gptbert train` does (gptbert/precision.py; a no-op on
 AMX CPUs); `small_t128_fp32_mkl` is the same run on PyTorch's default GEMM.
+
+Our configurations set glibc's allocator as `gptbert train` does (`memory.keep_freed_pages`: freed
+tensors' pages stay mapped for the next step); `small_t128_bf16_default_malloc` is the same run with
+glibc's defaults. HF and official configurations run with glibc's defaults, as their users run
+them, except those named `*_keep_pages`, which get the same allocator setting as ours, so that
+ratio compares the models alone.
 """
 
 from __future__ import annotations
@@ -38,11 +44,14 @@ CONFIGS = {
     "small_t128_fp32": ("ours", "fp32", 32, 128, False, True),
     "small_t128_fp32_mkl": ("ours", "fp32", 32, 128, False, False),
     "small_t128_bf16": ("ours", "bf16", 32, 128, False, True),
+    "small_t128_bf16_default_malloc": ("ours", "bf16", 32, 128, False, True),  # glibc's default allocator
     "small_t128_bf16_compiled": ("ours", "bf16", 32, 128, True, True),
     "small_t512_bf16": ("ours", "bf16", 8, 512, False, True),
     "small_t512_bf16_recompute": ("ours", "bf16", 8, 512, False, True),  # --train.recompute_attention
     "hf_bert_t128_fp32": ("hf_bert", "fp32", 32, 128, False, True),
     "hf_bert_t128_bf16": ("hf_bert", "bf16", 32, 128, False, True),
+    "hf_bert_t128_bf16_keep_pages": ("hf_bert", "bf16", 32, 128, False, True),  # our allocator setting
+    "hf_bert_t128_fp32_keep_pages": ("hf_bert", "fp32", 32, 128, False, True),
     "hf_gpt2_t128_bf16": ("hf_gpt2", "bf16", 32, 128, False, True),
     "small_t512_fp32": ("ours", "fp32", 8, 512, False, True),
     "hf_bert_t512_fp32": ("hf_bert", "fp32", 8, 512, False, True),
@@ -54,21 +63,25 @@ CONFIGS = {
 
 
 def matmul_peak(dtype_name: str, seconds: float = 2.0) -> float:
-    """GFLOP/s of one (4096 x 384) @ (384 x 2560) matmul; "fp32" is the faster of MKL and oneDNN."""
+    """GFLOP/s of one (4096 x 384) @ (384 x 2560) matmul; "fp32" is the faster of MKL and oneDNN.
+
+    The product goes into one preallocated tensor: a fresh 21-42 MB output per call would time the
+    kernel's page faults too (glibc maps blocks that large on their own by default)."""
     import torch
 
     from gptbert.precision import fp32_matmul_via_onednn
 
     dtype = torch.bfloat16 if dtype_name == "bf16" else torch.float32
     a, b = torch.randn(4096, 384, dtype=dtype), torch.randn(384, 2560, dtype=dtype)
+    out = torch.empty(4096, 2560, dtype=dtype)
     best = 0.0
     for onednn in ((False, True) if dtype_name == "fp32" else (False,)):
         with fp32_matmul_via_onednn(enabled=onednn):
             for _ in range(3):
-                a @ b
+                torch.matmul(a, b, out=out)
             n, t0 = 0, time.perf_counter()
             while time.perf_counter() - t0 < seconds / 2:
-                a @ b
+                torch.matmul(a, b, out=out)
                 n += 1
             best = max(best, 2 * 4096 * 384 * 2560 * n / (time.perf_counter() - t0))
     return best
@@ -139,9 +152,12 @@ def run_one(name: str, repeats: int, official: str | None = None) -> dict:
     if name == "data_pipeline_worker":
         return data_pipeline(50 * repeats)
 
+    from gptbert import memory
     from gptbert.precision import fp32_matmul_via_onednn
 
     impl, precision, B, T, compile_, onednn = CONFIGS[name]
+    if (impl == "ours" and not name.endswith("_default_malloc")) or name.endswith("_keep_pages"):
+        memory.keep_freed_pages()  # as `gptbert train` does
     fp32_matmul_via_onednn(enabled=onednn and precision == "fp32").start()  # as `gptbert train` does
     torch.manual_seed(0)
     model = build(impl, official)
@@ -259,6 +275,9 @@ def main() -> None:
         r["mfu"] = r["tok_s"] * r["flops_per_token"] / peaks[r["precision"]]
         print(f"{name:28s} {r['tok_s']:10.0f} {100 * r['mfu']:5.1f}% {r['peak_rss_mb']:12.0f}")
     for ours, ref in (("small_t128_fp32", "hf_bert_t128_fp32"), ("small_t128_bf16", "hf_bert_t128_bf16"),
+                      ("small_t128_fp32", "hf_bert_t128_fp32_keep_pages"),
+                      ("small_t128_bf16", "hf_bert_t128_bf16_keep_pages"),
+                      ("small_t128_bf16", "small_t128_bf16_default_malloc"),
                       ("small_t128_fp32", "official_t128_fp32"), ("small_t128_bf16", "official_t128_bf16"),
                       ("small_t512_fp32", "hf_bert_t512_fp32"), ("small_t512_fp32", "official_t512_fp32"),
                       ("small_t512_fp32", "small_t128_fp32"), ("small_t512_bf16", "small_t128_bf16")):
@@ -276,6 +295,9 @@ def main() -> None:
         "hf_bert_t128_fp32_tok_s": get("hf_bert_t128_fp32"),
         "small_t128_bf16_compiled_tok_s": get("small_t128_bf16_compiled"),
         "hf_bert_t128_bf16_tok_s": get("hf_bert_t128_bf16"),
+        "hf_bert_t128_bf16_keep_pages_tok_s": get("hf_bert_t128_bf16_keep_pages"),
+        "hf_bert_t128_fp32_keep_pages_tok_s": get("hf_bert_t128_fp32_keep_pages"),
+        "small_t128_bf16_default_malloc_tok_s": get("small_t128_bf16_default_malloc"),
         "hf_gpt2_t128_bf16_tok_s": get("hf_gpt2_t128_bf16"),
         "small_t512_bf16_tok_s": get("small_t512_bf16"),
         "small_t512_peak_rss_mb": get("small_t512_bf16", "peak_rss_mb"),

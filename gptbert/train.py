@@ -230,6 +230,7 @@ def train(cfg: RunConfig, resume: str | Path | None = None, max_steps_to_run: in
     overwrite: clear the run folder first. `max_steps_to_run` stops early (for tests; the
     schedules still use max_steps).
     """
+    memory.keep_freed_pages()  # steps reuse freed activations' pages instead of faulting them in (memory.py)
     with _StopSignals() as sig:
         run = _setup(copy.deepcopy(cfg), resume, max_steps_to_run, overwrite)
         # fp32 on the CPU: oneDNN's fp32 GEMM instead of MKL's where that stays exact (gptbert/precision.py)

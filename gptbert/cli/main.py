@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .. import memory
 from ..errors import GPTBertError, did_you_mean
 from ..io import is_disk_full
 from . import evaluate, exits, hf, pretrain, submission, sweep
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    memory.keep_freed_pages()  # every command's tensors reuse freed pages (memory.py; on glibc only)
     try:
         status = args.fn(args)
     except GPTBertError as e:
