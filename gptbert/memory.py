@@ -64,10 +64,13 @@ def keep_freed_pages() -> bool:
     it grows, and `release()` between phases.
 
     It changes the whole process's allocator (one call is enough; forked DataLoader workers inherit
-    it). A user who set glibc's own knobs (`MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`,
-    `MALLOC_TOP_PAD_`, `MALLOC_MMAP_MAX_` or a `glibc.malloc` tunable in `GLIBC_TUNABLES`) keeps
-    them: this then does nothing, which is also the way to opt out.
+    it). It does nothing when the environment sets `GPTBERT_KEEP_FREED_PAGES=0` (glibc's defaults)
+    or any of glibc's own knobs (`MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`,
+    `MALLOC_TOP_PAD_`, `MALLOC_MMAP_MAX_`, a `glibc.malloc` tunable in `GLIBC_TUNABLES`): a user's
+    own allocator settings win.
     """
+    if os.environ.get("GPTBERT_KEEP_FREED_PAGES", "1") == "0":
+        return False
     if any(k in os.environ for k in _USER_MALLOC_ENV) or "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", ""):
         return False
     mallopt = _glibc_function("mallopt")

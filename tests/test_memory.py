@@ -102,3 +102,6 @@ def test_keep_freed_pages_leaves_a_users_malloc_settings_alone():
     kept, after = _keep_child("keep", MALLOC_MMAP_THRESHOLD_="131072")
     assert kept == "False"
     assert after > 6 * 20_000, after  # still fresh mappings each step: the user's setting holds
+    kept, after = _keep_child("keep", GPTBERT_KEEP_FREED_PAGES="0")
+    assert kept == "False"
+    assert after > 6 * 20_000, after  # glibc's defaults
