@@ -57,11 +57,10 @@ def keep_freed_pages() -> bool:
     such blocks are freed) its own mmap, returned to the kernel when freed, and trims the heap's
     top whenever 128 KB of it are free. A training step frees and re-allocates gigabytes of
     activations, so each step faults its whole working set back in, page by page, zeroed by the
-    kernel. On a 2-core AMD EPYC (2026-12-02, `bench/train_throughput.py`) that was a third of the
-    process's CPU time: setting these values took the small preset's bf16 step from 1,031 to 1,416
-    tokens/s (minor page faults per run 3.0M -> 0.85M, peak RSS 3.20 -> 3.31 GB); HF BERT of the
-    same size gains as much (docs/performance.md). The heap still shrinks: `HeapTrimmer` trims when
-    it grows, and `release()` between phases.
+    kernel. On the 2-core development VMs that was up to a third of a step's CPU time
+    (measurements: docs/performance.md, "Page faults: the allocator"). The heap still shrinks:
+    `HeapTrimmer` trims when it grows, and `release()` between phases. Calling it again (the CLI
+    and `train()` both do) sets the same values.
 
     It changes the whole process's allocator (one call is enough; forked DataLoader workers inherit
     it). It does nothing when the environment sets `GPTBERT_KEEP_FREED_PAGES=0` (glibc's defaults)
