@@ -79,6 +79,20 @@ def keep_freed_pages() -> bool:
     return all([mallopt(param, value) == 1 for param, value in _KEEP.items()])
 
 
+def padded_count(n: int, smallest: int = 128) -> int:
+    """n rounded up to a size from a short list: a multiple of 128, or of 1/16 of n's power of two.
+
+    A training step's largest tensors are (N, V) logits and their loss at the N target positions,
+    and N changes every step (random masks, causal rows). glibc serves each new size from fresh
+    heap space when no freed block fits, so the heap grew ~30 MB a step, the trimmer handed it back
+    every few steps and the next steps faulted it in again. Padding N to one of a few sizes (at
+    most 1/16 more positions, or 127) lets each step reuse the last one's blocks
+    (docs/performance.md, "Page faults: target counts").
+    """
+    quantum = max(smallest, 1 << max(0, n.bit_length() - 5))
+    return -(-n // quantum) * quantum
+
+
 def rss_mb() -> float:
     """Resident memory of this process now, in MB (0 where /proc is missing)."""
     try:

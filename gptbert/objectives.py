@@ -287,6 +287,7 @@ def hybrid_loss(
     weight_causal: float,
     weight_masked: float,
     z_loss: float,
+    valid: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, LossSums]:
     """Loss contribution of one micro-batch.
 
@@ -296,6 +297,8 @@ def hybrid_loss(
     weight_*:  objective weight divided by that objective's target count over
                the whole global batch, so summing over micro-batches (and
                ranks) gives w_c * mean CE_causal + w_m * mean CE_mntp.
+    valid:     (N,) bool or None (all valid): padding positions (`memory.padded_count`) get
+               weight 0 and stay out of the sums
     """
     if logits.dtype != torch.float64:  # fp64 only in numerical tests
         logits = logits.float()
@@ -303,11 +306,14 @@ def hybrid_loss(
     ce = lse - logits.gather(-1, targets[:, None]).squeeze(-1)  # (N,) = cross-entropy per token
     per_token = ce + z_loss * lse.square()
     w = torch.where(is_causal, weight_causal, weight_masked)
+    if valid is not None:
+        w = torch.where(valid, w, 0.0)
     loss = (per_token * w).sum()
     with torch.no_grad():
-        c = is_causal
+        c = is_causal if valid is None else is_causal & valid
+        m = ~is_causal if valid is None else ~is_causal & valid
         sums = LossSums(
-            ce_causal=float(ce[c].sum()), ce_masked=float(ce[~c].sum()),
-            n_causal=int(c.sum()), n_masked=int((~c).sum()),
+            ce_causal=float(ce[c].sum()), ce_masked=float(ce[m].sum()),
+            n_causal=int(c.sum()), n_masked=int(m.sum()),
         )
     return loss, sums

@@ -430,14 +430,21 @@ def _step(run: _Run, step: int, micro_batches: list, flags: dict[str, bool], win
     for i, mb in enumerate(micro_batches):
         mb = mb.to(d.device, non_blocking=True)
         flat_targets = mb.targets.reshape(-1)
-        positions = (flat_targets != IGNORE).nonzero().squeeze(-1)
+        positions = (flat_targets != IGNORE).nonzero().squeeze(-1)  # (N,)
+        targets, tok_causal = flat_targets[positions], mb.is_causal[:, None].expand_as(mb.targets).reshape(-1)[positions]
+        valid = None
+        if d.device.type == "cpu":  # N from a short list of sizes, so glibc reuses the last step's blocks
+            n = positions.numel()
+            pad = positions.new_zeros(memory.padded_count(n) - n)  # position 0, token 0, weight 0
+            positions, targets, tok_causal = (torch.cat([positions, pad]), torch.cat([targets, pad]),
+                                              torch.cat([tok_causal, pad.bool()]))
+            valid = torch.arange(positions.numel(), device=positions.device) < n
         sync = i == len(micro_batches) - 1
         no_sync = d.enabled and not sync and hasattr(run.net, "no_sync")
         with run.net.no_sync() if no_sync else contextlib.nullcontext():
             with autocast(d.device, t.precision):
                 logits = run.net(mb.input_ids, attention_mask(mb.segments, mb.is_causal), positions)
-            tok_causal = mb.is_causal[:, None].expand_as(mb.targets).reshape(-1)[positions]
-            loss, sums = hybrid_loss(logits, flat_targets[positions], tok_causal, w_c, w_m, cfg.objective.z_loss)
+            loss, sums = hybrid_loss(logits, targets, tok_causal, w_c, w_m, cfg.objective.z_loss, valid)
             loss.backward()
         window.ce_c += sums.ce_causal
         window.n_c += sums.n_causal

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from gptbert.memory import padded_count
+
 CHILD = """
 import os
 from gptbert.memory import release, rss_mb
@@ -105,3 +107,13 @@ def test_keep_freed_pages_leaves_a_users_malloc_settings_alone():
     kept, after = _keep_child("keep", GPTBERT_KEEP_FREED_PAGES="0")
     assert kept == "False"
     assert after > 6 * 20_000, after  # glibc's defaults
+
+
+def test_padded_count_uses_few_sizes_and_pads_little():
+    assert [padded_count(n) for n in (0, 1, 128, 129, 700, 2047, 2048, 2049, 4097, 70_000)] == \
+        [0, 128, 128, 256, 768, 2048, 2048, 2176, 4352, 73_728]
+    sizes = {padded_count(n) for n in range(1, 8193)}
+    assert len(sizes) == 16 + 16 + 16  # multiples of 128 up to 4096, then of 256 up to 8192
+    for n in range(1, 100_000, 7):
+        p = padded_count(n)
+        assert n <= p <= n + max(127, n // 16) and padded_count(p) == p

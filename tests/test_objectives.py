@@ -127,6 +127,30 @@ def test_hybrid_loss_weights():
     assert sums.ce_causal == pytest.approx(float(ce[:3].sum()), rel=1e-6)
 
 
+def test_hybrid_loss_ignores_padding_positions():
+    """Training pads the target positions to a size from a short list (memory.padded_count); the
+    padded rows must change neither the loss, nor the gradient of the real rows, nor the sums."""
+    torch.manual_seed(1)
+    logits = torch.randn(13, 11, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 11, (13,))
+    is_causal = torch.rand(13) < 0.3
+    loss, sums = hybrid_loss(logits, targets, is_causal, 0.3, 0.05, 1e-4)
+    loss.backward()
+    pad = torch.randn(5, 11, dtype=torch.float64) * 40  # large logits: a weight of 0 must still mean 0
+    padded = torch.cat([logits.detach(), pad]).requires_grad_()
+    valid = torch.arange(18) < 13
+    loss_p, sums_p = hybrid_loss(padded, torch.cat([targets, torch.zeros(5, dtype=torch.long)]),
+                                 torch.cat([is_causal, torch.tensor([True, False, True, False, True])]),
+                                 0.3, 0.05, 1e-4, valid)
+    loss_p.backward()
+    torch.testing.assert_close(loss_p, loss, rtol=1e-15, atol=0)
+    torch.testing.assert_close(padded.grad[:13], logits.grad, rtol=0, atol=0)
+    assert bool((padded.grad[13:] == 0).all())
+    assert (sums_p.n_causal, sums_p.n_masked) == (sums.n_causal, sums.n_masked) == (int(is_causal.sum()), 13 - int(is_causal.sum()))
+    assert sums_p.ce_causal == pytest.approx(sums.ce_causal, rel=1e-14)
+    assert sums_p.ce_masked == pytest.approx(sums.ce_masked, rel=1e-14)
+
+
 # ---------------------------------------------------------------------------
 # The official masking rule (ltgoslo/gpt-bert `SpanMaskingStrategy` + `apply_mask`)
 
