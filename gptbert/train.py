@@ -434,11 +434,7 @@ def _step(run: _Run, step: int, micro_batches: list, flags: dict[str, bool], win
         targets, tok_causal = flat_targets[positions], mb.is_causal[:, None].expand_as(mb.targets).reshape(-1)[positions]
         valid = None
         if d.device.type == "cpu":  # N from a short list of sizes, so glibc reuses the last step's blocks
-            n = positions.numel()
-            pad = positions.new_zeros(memory.padded_count(n) - n)  # position 0, token 0, weight 0
-            positions, targets, tok_causal = (torch.cat([positions, pad]), torch.cat([targets, pad]),
-                                              torch.cat([tok_causal, pad.bool()]))
-            valid = torch.arange(positions.numel(), device=positions.device) < n
+            positions, targets, tok_causal, valid = _pad_targets(positions, targets, tok_causal)
         sync = i == len(micro_batches) - 1
         no_sync = d.enabled and not sync and hasattr(run.net, "no_sync")
         with run.net.no_sync() if no_sync else contextlib.nullcontext():
@@ -468,6 +464,15 @@ def _step(run: _Run, step: int, micro_batches: list, flags: dict[str, bool], win
     run.words_seen += int(words)  # the rows were read (and the data stream advanced) even when skipped
     window.tokens += shape.tokens
     return _StepResult(lr, float(grad_norm), shape, save=votes["save"] > 0, skipped=skipped, words_before=words_before)
+
+
+def _pad_targets(positions: torch.Tensor, targets: torch.Tensor, is_causal: torch.Tensor):
+    """(N,) target positions, ids and causal flags -> the same padded to `memory.padded_count(N)`
+    (position 0, token 0, weight 0), and the (N',) mask of the real ones for `hybrid_loss`."""
+    n = positions.numel()
+    pad = positions.new_zeros(memory.padded_count(n) - n)
+    valid = torch.arange(n + pad.numel(), device=positions.device) < n
+    return torch.cat([positions, pad]), torch.cat([targets, pad]), torch.cat([is_causal, pad.bool()]), valid
 
 
 def _log_row(run: _Run, step: int, lr: float, grad_norm, shape, window: _Window, t_start: float) -> dict:
