@@ -7,6 +7,8 @@ forward + backward + optimizer step on random tokens, a mixed hybrid batch
 
   python bench/train_throughput.py            # full: more repeats
   python bench/train_throughput.py --quick    # < 3 minutes
+  python bench/train_throughput.py --quick --rounds 3 --configs small_t128_bf16,hf_bert_t128_bf16
+                                              # interleaved rounds, medians and per-round ratios
 
 `--official DIR` adds the official implementation (a checkout of github.com/ltgoslo/gpt-bert; its
 `pretraining/model_extra.py` is imported from there at run time, never copied here). On a CPU
@@ -228,6 +230,10 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="fewer repeats, no compiled run (< 3 minutes)")
     p.add_argument("--one", help=argparse.SUPPRESS)
     p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--rounds", type=int, default=1,
+                   help="run every configuration this many times, interleaved (config A, B, C, A, B, C, ...), "
+                        "and report the median per configuration and each ratio's range over the rounds: "
+                        "this VM's speed drifts by up to a third within an hour, so one pass can mislead")
     p.add_argument("--official", help="a checkout of ltgoslo/gpt-bert: adds the official_* configurations")
     p.add_argument("--configs", help="comma-separated configuration names (default: all that apply)")
     args = p.parse_args()
@@ -256,24 +262,34 @@ def main() -> None:
     precisions = ("bf16", "fp32") if bf16_is_native("cpu") else ("fp32",)  # a scalar bf16 loop takes minutes
     peaks = {d: matmul_peak(d, 1.0 if args.quick else 3.0) for d in precisions}
     peaks.setdefault("bf16", float("nan"))
+    per_round: dict[str, list[dict]] = {}
+    for _ in range(max(1, args.rounds)):
+        for name in names:
+            extra = ["--official", args.official] if args.official else []
+            proc = subprocess.run([sys.executable, __file__, "--one", name, "--repeats", str(repeats), *extra],
+                                  capture_output=True, text=True, env={**os.environ})
+            if proc.returncode != 0:
+                err = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode
+                print(f"{name}: failed ({err})")
+                continue
+            per_round.setdefault(name, []).append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    # the median round of each configuration (by tokens/s); peak RSS is the largest of its rounds
     results = {}
-    for name in names:
-        extra = ["--official", args.official] if args.official else []
-        proc = subprocess.run([sys.executable, __file__, "--one", name, "--repeats", str(repeats), *extra],
-                              capture_output=True, text=True, env={**os.environ})
-        if proc.returncode != 0:
-            print(f"{name}: failed ({proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode})")
-            continue
-        results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
+    for name, rs in per_round.items():
+        r = dict(sorted(rs, key=lambda x: x["tok_s"])[len(rs) // 2])
+        r["peak_rss_mb"] = max(x["peak_rss_mb"] for x in rs)
+        r["rounds_tok_s"] = [round(x["tok_s"], 1) for x in rs]
+        results[name] = r
 
     print(f"# {time.strftime('%Y-%m-%d')}, {cpu_name()}, torch {torch.__version__}, {os.cpu_count()} CPU threads; "
           f"matmul peak bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s, fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s")
-    print(f"{'config':28s} {'tokens/s':>10s} {'MFU':>6s} {'peak RSS MB':>12s}")
+    print(f"{'config':28s} {'tokens/s':>10s} {'MFU':>6s} {'peak RSS MB':>12s}  rounds")
     for name, r in results.items():
         if name == "data_pipeline_worker":
             continue
         r["mfu"] = r["tok_s"] * r["flops_per_token"] / peaks[r["precision"]]
-        print(f"{name:28s} {r['tok_s']:10.0f} {100 * r['mfu']:5.1f}% {r['peak_rss_mb']:12.0f}")
+        rounds = " ".join(f"{t:.0f}" for t in r["rounds_tok_s"]) if len(r["rounds_tok_s"]) > 1 else ""
+        print(f"{name:28s} {r['tok_s']:10.0f} {100 * r['mfu']:5.1f}% {r['peak_rss_mb']:12.0f}  {rounds}")
     for ours, ref in (("small_t128_fp32", "hf_bert_t128_fp32"), ("small_t128_bf16", "hf_bert_t128_bf16"),
                       ("small_t128_fp32", "hf_bert_t128_fp32_keep_pages"),
                       ("small_t128_bf16", "hf_bert_t128_bf16_keep_pages"),
@@ -282,7 +298,10 @@ def main() -> None:
                       ("small_t512_fp32", "hf_bert_t512_fp32"), ("small_t512_fp32", "official_t512_fp32"),
                       ("small_t512_fp32", "small_t128_fp32"), ("small_t512_bf16", "small_t128_bf16")):
         if ours in results and ref in results:
-            print(f"ratio {ours} / {ref}: {results[ours]['tok_s'] / results[ref]['tok_s']:.2f}x")
+            # per round: the two runs of one round are minutes apart, so their ratio drifts less than the medians'
+            each = [a / b for a, b in zip(results[ours]["rounds_tok_s"], results[ref]["rounds_tok_s"])]
+            spread = f" (rounds {min(each):.2f}-{max(each):.2f}x)" if len(each) > 1 else ""
+            print(f"ratio {ours} / {ref}: {results[ours]['tok_s'] / results[ref]['tok_s']:.2f}x{spread}")
     if "data_pipeline_worker" in results and "small_t128_bf16" in results:
         r = results["data_pipeline_worker"]
         print(f"data pipeline, 1 worker process: {r['tok_s']:,.0f} tokens/s = "
@@ -316,6 +335,7 @@ def main() -> None:
         "official_t512_fp32_tok_s": get("official_t512_fp32"),
         "official_t512_fp32_peak_rss_mb": get("official_t512_fp32", "peak_rss_mb"),
         "cpu": cpu_name(),
+        "rounds": {n: r["rounds_tok_s"] for n, r in results.items()},
     }
     print(json.dumps(summary))
 
