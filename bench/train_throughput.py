@@ -262,22 +262,24 @@ def main() -> None:
     precisions = ("bf16", "fp32") if bf16_is_native("cpu") else ("fp32",)  # a scalar bf16 loop takes minutes
     peaks = {d: matmul_peak(d, 1.0 if args.quick else 3.0) for d in precisions}
     peaks.setdefault("bf16", float("nan"))
-    per_round: dict[str, list[dict]] = {}
-    for _ in range(max(1, args.rounds)):
+    extra = ["--official", args.official] if args.official else []
+    per_round: dict[str, dict[int, dict]] = {}  # name -> {round: result}; a failed run leaves its round out
+    for k in range(max(1, args.rounds)):
         for name in names:
-            extra = ["--official", args.official] if args.official else []
             proc = subprocess.run([sys.executable, __file__, "--one", name, "--repeats", str(repeats), *extra],
                                   capture_output=True, text=True, env={**os.environ})
             if proc.returncode != 0:
                 err = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode
                 print(f"{name}: failed ({err})")
                 continue
-            per_round.setdefault(name, []).append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            per_round.setdefault(name, {})[k] = json.loads(proc.stdout.strip().splitlines()[-1])
     # the median round of each configuration (by tokens/s); peak RSS is the largest of its rounds
     results = {}
-    for name, rs in per_round.items():
+    for name, by_round in per_round.items():
+        rs = list(by_round.values())
         r = dict(sorted(rs, key=lambda x: x["tok_s"])[len(rs) // 2])
-        r["peak_rss_mb"] = max(x["peak_rss_mb"] for x in rs)
+        if "peak_rss_mb" in r:  # the data pipeline's worker reports none
+            r["peak_rss_mb"] = max(x["peak_rss_mb"] for x in rs)
         r["rounds_tok_s"] = [round(x["tok_s"], 1) for x in rs]
         results[name] = r
 
@@ -299,7 +301,8 @@ def main() -> None:
                       ("small_t512_fp32", "small_t128_fp32"), ("small_t512_bf16", "small_t128_bf16")):
         if ours in results and ref in results:
             # per round: the two runs of one round are minutes apart, so their ratio drifts less than the medians'
-            each = [a / b for a, b in zip(results[ours]["rounds_tok_s"], results[ref]["rounds_tok_s"])]
+            both = sorted(per_round[ours].keys() & per_round[ref].keys())
+            each = [per_round[ours][k]["tok_s"] / per_round[ref][k]["tok_s"] for k in both]
             spread = f" (rounds {min(each):.2f}-{max(each):.2f}x)" if len(each) > 1 else ""
             print(f"ratio {ours} / {ref}: {results[ours]['tok_s'] / results[ref]['tok_s']:.2f}x{spread}")
     if "data_pipeline_worker" in results and "small_t128_bf16" in results:
