@@ -9,13 +9,29 @@ import torch
 import torch.nn.functional as F
 
 from gptbert.config import ModelConfig, model_preset
-from gptbert.model import GPTBERT, attention_mask, bucket_position, relative_position_index
+from gptbert.model import GPTBERT, attention_mask, bucket_position, per_head_product, relative_position_index
 
 
 def tiny(**kw) -> ModelConfig:
     base = dict(vocab_size=200, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=48,
                 dropout=0.0, attention_dropout=0.0)
     return ModelConfig(**{**base, **kw})
+
+
+def test_per_head_product_equals_the_broadcast_product_and_its_gradients():
+    # The relative-position tables: H matmuls over all B*T rows instead of a (B, H, D, R) broadcast.
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(5, 7, 3, 4, generator=g).transpose(1, 2).requires_grad_()  # (B, H, T, D), as q in the model
+    table = torch.randn(9, 3, 4, generator=g).transpose(0, 1).requires_grad_()  # (H, R, D)
+    ours = per_head_product(x, table)
+    ref = x @ table.transpose(-1, -2)
+    assert ours.shape == (5, 3, 7, 9)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-6)
+    w = torch.randn(ours.shape, generator=g)
+    gx, gt = torch.autograd.grad((ours * w).sum(), (x, table))
+    rx, rt = torch.autograd.grad((ref * w).sum(), (x, table))
+    torch.testing.assert_close(gx, rx, rtol=0, atol=1e-5)
+    torch.testing.assert_close(gt, rt, rtol=0, atol=1e-5)
 
 
 def test_bucket_function_hand_values():
