@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .config import ModelConfig
+from .fused import geglu
 
 
 # ---------------------------------------------------------------------------
@@ -312,9 +313,11 @@ class Attention(nn.Module):
 
 
 class GeGLU(nn.Module):
+    """(..., 2I) -> (..., I): x[..., :I] * gelu_tanh(x[..., I:]) (the official gate). On the CPU
+    one native pass forward and one backward (gptbert.fused: 2x faster than eager torch there)."""
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, gate = x.chunk(2, dim=-1)
-        return x * F.gelu(gate, approximate="tanh")
+        return geglu(x)
 
 
 class FeedForward(nn.Module):

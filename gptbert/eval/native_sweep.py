@@ -24,31 +24,20 @@ fp32 partial sums per row (vectorised), like torch's own reduction; results
 agree with float64 to ~2e-6 relative (tests/test_eval_scoring.py checks the
 kernel and the torch path against a float64 reference).
 
-The C file is compiled once per machine with the system C compiler
-(`cc -O3 -march=native`) into a cache folder keyed by the source, the flags
-and the CPU's flags, and loaded with ctypes; it needs no torch headers, so
-this takes well under a second. Without a C compiler, or with GPTBERT_NATIVE=0,
-`sweep_sums` returns None and the scorer uses the torch path (same results,
-slower). Rows are split over torch's thread count with Python threads
-(ctypes releases the GIL).
+The C file is compiled once per machine by `gptbert.native` (`cc -O3
+-march=native`, cached, well under a second). Without a C compiler, or with
+GPTBERT_NATIVE=0, `sweep_sums` returns None and the scorer uses the torch path
+(same results, slower). Rows are split over torch's thread count.
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import sys
-import tempfile
-import threading
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from .. import native
 
 GRID = 20  # temperatures k / GRID, k = 1 .. 3 * GRID
 
@@ -134,70 +123,13 @@ void sweep_sums(const float *z, int64_t rows, int64_t V, float *out, float *buf)
 }
 """
 
-# -fassociative-math lets the sums use vector accumulators; -ffinite-math-only lets the clamp be a vector max
-# (GCC 12 vectorises neither without it). z may hold -inf (a logit of -inf): max(-inf, -126) is still -126.
-_FLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math",
-          "-fassociative-math", "-fno-signed-zeros", "-ffinite-math-only", "-std=c99"]
-_lock = threading.Lock()
-_lib: ctypes.CDLL | None = None
-_tried = False
-_pools: dict[int, ThreadPoolExecutor] = {}  # by worker count
-
-
-def _cpu_flags() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith(("flags", "Features")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def _cache_dir() -> Path:
-    root = os.environ.get("GPTBERT_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME")
-                                                          or os.path.expanduser("~/.cache"), "gptbert")
-    return Path(root) / "native"
-
-
-def _build() -> ctypes.CDLL | None:
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if cc is None or sys.platform == "win32":
-        return None
-    key = hashlib.sha256("\0".join([_SOURCE, cc, *_FLAGS, _cpu_flags(), platform.machine()]).encode()).hexdigest()
-    lib_path = _cache_dir() / f"sweep-{key[:16]}.so"
-    if not lib_path.is_file():
-        lib_path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=lib_path.parent) as tmp:
-            src = Path(tmp) / "sweep.c"
-            src.write_text(_SOURCE)
-            out = Path(tmp) / "sweep.so"
-            done = subprocess.run([cc, *_FLAGS, str(src), "-o", str(out)], capture_output=True, text=True)
-            if done.returncode != 0:
-                print(f"gptbert: compiling the native temperature sweep failed ({cc}); using the torch path:\n"
-                      f"{done.stderr[-2000:]}", file=sys.stderr)
-                return None
-            os.replace(out, lib_path)  # atomic: a concurrent process sees the old file or the whole new one
-    lib = ctypes.CDLL(str(lib_path))
-    lib.sweep_sums.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p]
-    lib.sweep_sums.restype = None
-    return lib
+_SIGNATURES = {"sweep_sums": ([ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p],
+                               None)}
 
 
 def library() -> ctypes.CDLL | None:
     """The compiled sweep, built on first use; None where native code is off or cannot be built."""
-    global _lib, _tried
-    if os.environ.get("GPTBERT_NATIVE", "1") == "0":
-        return None
-    with _lock:
-        if not _tried:
-            _tried = True
-            try:
-                _lib = _build()
-            except OSError as e:  # unwritable cache, a library that will not load: the torch path still works
-                print(f"gptbert: native temperature sweep unavailable ({e}); using the torch path", file=sys.stderr)
-                _lib = None
-        return _lib
+    return native.library("sweep", _SOURCE, _SIGNATURES)
 
 
 def sweep_sums(z: Tensor) -> Tensor | None:
@@ -211,19 +143,10 @@ def sweep_sums(z: Tensor) -> Tensor | None:
     z = z.contiguous()
     R, V = z.shape
     out = torch.empty((R, 3 * GRID + 1), dtype=torch.float32)
-    workers = max(1, min(torch.get_num_threads(), R))
 
     def run(lo: int, hi: int) -> None:
         buf = torch.empty(V, dtype=torch.float32)
         lib.sweep_sums(z[lo:hi].data_ptr(), hi - lo, V, out[lo:hi].data_ptr(), buf.data_ptr())
 
-    if workers == 1:
-        run(0, R)
-        return out
-    with _lock:
-        if workers not in _pools:
-            _pools[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gptbert-sweep")
-        pool = _pools[workers]
-    step = -(-R // workers)
-    list(pool.map(lambda lo: run(lo, min(R, lo + step)), range(0, R, step)))
+    native.parallel(run, R)
     return out

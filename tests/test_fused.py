@@ -1,0 +1,89 @@
+"""The native GeGLU (gptbert/fused.py) against the torch formula and a float64 reference."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from gptbert import fused, native
+
+
+def _x(dtype=torch.float32, shape=(3, 5, 2 * 96), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g) * 3
+    I = shape[-1] // 2
+    x[0, 0, I:I + 4] = torch.tensor([0.0, -30.0, 30.0, -200.0])  # gates: zero, both saturated ends, the exp clamp
+    return x.to(dtype)
+
+
+def _reference64(x: torch.Tensor, dy: torch.Tensor):
+    xd = x.detach().double().requires_grad_()
+    y = fused.geglu_reference(xd)
+    (dx,) = torch.autograd.grad(y, xd, dy.double())
+    return y, dx
+
+
+def test_native_kernel_is_built_where_a_compiler_is():
+    assert fused.library() is not None or shutil.which("cc") is None, "a C compiler is here: the kernel must build"
+
+
+def test_fp32_matches_the_torch_formula_forward_and_backward():
+    if fused.library() is None:
+        pytest.skip("no C compiler on this machine: geglu() is the torch formula itself")
+    x = _x().requires_grad_()
+    dy = torch.randn(3, 5, 96, generator=torch.Generator().manual_seed(1))
+    y = fused.geglu(x)
+    assert y.shape == (3, 5, 96) and y.dtype == torch.float32
+    assert y.grad_fn is not None and "GeGLU" in type(y.grad_fn).__name__  # the native path ran
+    (dx,) = torch.autograd.grad(y, x, dy)
+    xr = x.detach().requires_grad_()
+    yr = fused.geglu_reference(xr)
+    (dxr,) = torch.autograd.grad(yr, xr, dy)
+    torch.testing.assert_close(y, yr, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(dx, dxr, rtol=1e-5, atol=1e-5)
+    # and against float64: no worse than torch's own fp32 formula (plus a few ulp)
+    y, yr, dx, dxr = y.detach(), yr.detach(), dx.detach(), dxr.detach()
+    y64, dx64 = (t.detach() for t in _reference64(x, dy))
+    assert float((y - y64).abs().max()) <= float((yr - y64).abs().max()) + 1e-5
+    assert float((dx.double() - dx64).abs().max()) <= float((dxr.double() - dx64).abs().max()) + 1e-5
+    assert float(y[0, 0, 0]) == 0.0 and float(x[0, 0, 0]) != 0.0  # g = 0: gelu(0) = 0 exactly
+    assert float(y[0, 0, 2]) == float(x[0, 0, 2] * 30.0)  # g = 30: gelu(g) = g to fp32 precision
+
+
+def test_bf16_is_within_one_rounding_of_float64():
+    if fused.library() is None:
+        pytest.skip("no C compiler on this machine: geglu() is the torch formula itself")
+    x = _x(torch.bfloat16).requires_grad_()
+    dy = torch.randn(3, 5, 96, generator=torch.Generator().manual_seed(1)).bfloat16()
+    y = fused.geglu(x)
+    (dx,) = torch.autograd.grad(y, x, dy)
+    assert y.dtype == dx.dtype == torch.bfloat16
+    y64, dx64 = _reference64(x, dy)
+    # one rounding to bf16 of the exact value: relative error <= 2^-8 (plus the fp32 arithmetic before it).
+    # atol: where g < -7 the float64 formula's 1 + tanh(u) cancels to exactly 0 while ours keeps
+    # g * exp(2u) ~ 1e-15 (ours is the closer one there).
+    for ours, ref in ((y, y64), (dx, dx64)):
+        err = (ours.detach().double() - ref.detach()).abs()
+        assert bool((err <= ref.detach().abs() * (2.0 ** -8 + 1e-6) + 1e-12).all()), float(err.max())
+
+
+def test_rows_split_over_threads_give_the_same_bits(monkeypatch):
+    if fused.library() is None:
+        pytest.skip("no C compiler on this machine")
+    x = _x(shape=(64, 33, 2 * 512))
+    many = fused.geglu(x)
+    monkeypatch.setattr(native, "parallel", lambda run, n, min_rows=1: run(0, n))
+    one = fused.geglu(x)
+    assert torch.equal(many, one)
+
+
+def test_switched_off_or_odd_inputs_take_the_torch_formula(monkeypatch):
+    x = _x(torch.float64)  # no float64 kernel: the formula
+    assert torch.equal(fused.geglu(x), fused.geglu_reference(x))
+    monkeypatch.setattr(native, "_libs", {})
+    monkeypatch.setenv("GPTBERT_NATIVE", "0")
+    assert fused.library() is None
+    x = _x()
+    assert torch.equal(fused.geglu(x), fused.geglu_reference(x))
