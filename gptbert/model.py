@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .config import ModelConfig
-from .fused import geglu
+from .fused import dropout, geglu
 
 
 # ---------------------------------------------------------------------------
@@ -128,7 +128,11 @@ def dropout_keep_mask(shape: torch.Size, p: float, device: torch.device) -> tupl
 
 
 class Dropout(nn.Module):
-    """nn.Dropout with a cheaper random mask on CPU (same semantics; CUDA uses the built-in one)."""
+    """nn.Dropout with a cheaper random mask on CPU (same semantics; CUDA uses the built-in one).
+
+    On the CPU `gptbert.fused.dropout` draws one seed from torch's generator and hashes it with
+    each element's index into a 16-bit lane (one pass, no mask kept for backward); where native
+    code cannot run, `dropout_keep_mask` draws the lanes with torch (same rate, another stream)."""
 
     def __init__(self, p: float):
         super().__init__()
@@ -139,7 +143,10 @@ class Dropout(nn.Module):
             return x
         if x.device.type != "cpu":
             return F.dropout(x, self.p, True)
-        keep, rate = dropout_keep_mask(x.shape, self.p, x.device)
+        y = dropout(x, self.p)  # one native pass; the mask is rebuilt from its seed in backward
+        if y is not None:
+            return y
+        keep, rate = dropout_keep_mask(x.shape, self.p, x.device)  # without native code
         # Scale x (in fp32 arithmetic, one rounding), then zero: a bf16 mask scaled first would
         # round 1/0.9 to 1.109 and shrink every kept bf16 activation by 0.16%.
         return x.mul(1.0 / rate).mul_(keep)

@@ -87,3 +87,57 @@ def test_switched_off_or_odd_inputs_take_the_torch_formula(monkeypatch):
     assert fused.library() is None
     x = _x()
     assert torch.equal(fused.geglu(x), fused.geglu_reference(x))
+
+
+# ---------------------------------------------------------------------------
+# Dropout
+
+
+def _needs_native():
+    if fused.library() is None:
+        pytest.skip("no C compiler on this machine: model.Dropout takes its torch path (tests/test_model.py)")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dropout_rate_scale_and_backward(dtype):
+    _needs_native()
+    torch.manual_seed(0)
+    x = (torch.rand(999, 1001) + 1).to(dtype).requires_grad_()  # odd sizes: a partial last word
+    threshold, rate = fused.dropout_threshold(0.1)
+    assert threshold == 6554 and rate == 1 - 6554 / 65536
+    torch.manual_seed(1)
+    y = fused.dropout(x, 0.1)
+    assert y.dtype == dtype and y.shape == x.shape
+    keep = y != 0
+    assert abs(keep.float().mean().item() - rate) < 0.002
+    # alike everywhere: the kept share of each of 16 interleaved classes i % 16 (one class is 62,500 elements)
+    classes = keep.reshape(-1)[: 999 * 1001 // 16 * 16].view(-1, 16).float().mean(0)
+    assert float((classes - rate).abs().max()) < 0.006, classes
+    scaled = (x.detach().float() * (1.0 / rate)).to(dtype)  # one fp32 multiply, one rounding
+    assert torch.equal(y[keep], scaled[keep])
+    dy = torch.randn(x.shape).to(dtype)
+    (dx,) = torch.autograd.grad(y, x, dy)
+    assert torch.equal(dx, torch.where(keep, (dy.float() * (1.0 / rate)).to(dtype), torch.zeros((), dtype=dtype)))
+
+
+def test_dropout_is_reproducible_from_torch_seed_and_independent_of_threads(monkeypatch):
+    _needs_native()
+    x = torch.ones(257, 129)
+    torch.manual_seed(5)
+    a = fused.dropout(x, 0.25)
+    b = fused.dropout(x, 0.25)  # the next draw of the generator: another mask
+    torch.manual_seed(5)
+    monkeypatch.setattr(native, "parallel", lambda run, n, min_rows=1: run(0, n))
+    assert torch.equal(fused.dropout(x, 0.25), a)
+    assert not torch.equal(a, b)
+    # neighbouring elements are not correlated (a hash of the index, not a shifted stream)
+    k = (a != 0).float().reshape(-1)
+    c = torch.corrcoef(torch.stack([k[:-1], k[1:]]))[0, 1]
+    assert abs(float(c)) < 0.01, float(c)
+
+
+def test_dropout_returns_none_where_native_code_cannot_run(monkeypatch):
+    assert fused.dropout(torch.ones(4, 4, dtype=torch.float64), 0.1) is None
+    monkeypatch.setattr(native, "_libs", {})
+    monkeypatch.setenv("GPTBERT_NATIVE", "0")
+    assert fused.dropout(torch.ones(4, 4), 0.1) is None
