@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .config import ModelConfig
-from .fused import dropout, geglu
+from .fused import dropout, dropout_threshold, geglu
 
 
 # ---------------------------------------------------------------------------
@@ -123,16 +123,16 @@ def dropout_keep_mask(shape: torch.Size, p: float, device: torch.device) -> tupl
     n = math.prod(shape)
     words = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, device=device)
     lanes = words.view(torch.int16)[:n].view(shape)  # uniform in [-32768, 32767]
-    threshold = round(p * 65536)
-    return lanes >= (threshold - 32768), 1.0 - threshold / 65536
+    threshold, rate = dropout_threshold(p)  # the native path's rule
+    return lanes >= (threshold - 32768), rate
 
 
 class Dropout(nn.Module):
     """nn.Dropout with a cheaper random mask on CPU (same semantics; CUDA uses the built-in one).
 
     On the CPU `gptbert.fused.dropout` draws one seed from torch's generator and hashes it with
-    each element's index into a 16-bit lane (one pass, no mask kept for backward); where native
-    code cannot run, `dropout_keep_mask` draws the lanes with torch (same rate, another stream)."""
+    each element's index into 16 random bits (one pass, no mask kept for backward); where native
+    code cannot run, `dropout_keep_mask` draws the bits with torch (same rule, another stream)."""
 
     def __init__(self, p: float):
         super().__init__()

@@ -222,9 +222,13 @@ def test_gradients_match_reference_implementation():
         torch.testing.assert_close(got[n], p.grad, atol=1e-9, rtol=1e-7, msg=n)
 
 
-def test_cpu_dropout_rate_and_scaling():
+@pytest.mark.parametrize("path", ["native", "torch"])
+def test_cpu_dropout_rate_and_scaling(path, monkeypatch):
+    import gptbert.model
     from gptbert.model import Dropout
 
+    if path == "torch":  # the fallback where no native code can run (model.dropout_keep_mask)
+        monkeypatch.setattr(gptbert.model, "dropout", lambda x, p: None)
     d = Dropout(0.1).train()
     torch.manual_seed(0)
     x = torch.ones(1000, 1000)
