@@ -91,6 +91,8 @@ def library(name: str, source: str, signatures: Mapping[str, tuple[list, object]
     first use; None where native code is off or cannot be built (the caller's torch path runs)."""
     if not enabled():
         return None
+    if name in _libs:  # built (or failed) already: no lock on the hot path (every GeGLU and dropout call)
+        return _libs[name]
     with _lock:
         if name not in _libs:
             try:

@@ -27,7 +27,8 @@ kernel and the torch path against a float64 reference).
 The C file is compiled once per machine by `gptbert.native` (`cc -O3
 -march=native`, cached, well under a second). Without a C compiler, or with
 GPTBERT_NATIVE=0, `sweep_sums` returns None and the scorer uses the torch path
-(same results, slower). Rows are split over torch's thread count.
+(same results, slower). Rows are split over torch's thread count. z may hold
+-inf (a logit of -inf): the clamp max(-inf, -126) is still -126.
 """
 
 from __future__ import annotations
