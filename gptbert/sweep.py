@@ -14,13 +14,16 @@ sweep_report.py:
               validated RunConfig, with a stable id derived from its overrides + seed
   budgets     --steps as given; --tokens: the fewest steps that read that many tokens;
               --minutes: calibrated once on the base config, the same steps for every cell
+              (an ablation: equal work, so machine load cannot change the results);
+              --minutes-each: every distinct cell config timed on its own, so each cell gets
+              the same CPU time (a tuning study: model shapes, batch sizes at equal minutes)
   data        one tokenizer + prepared corpus for all cells (OUT/tokenizer.json, OUT/data)
 
 Layout of a sweep folder `OUT/`:
 
   spec.yaml               the resolved spec (`gptbert sweep --spec OUT/spec.yaml` continues it)
   tokenizer.json, data/   one tokenizer and prepared corpus shared by all cells
-  calibration.json        --minutes only: the timing that fixed the steps of every cell
+  calibration.json        --minutes / --minutes-each: the timing that fixed the steps of the cells
   cells/<id>/             cell.json (overrides, seed, config hash), config.yaml, train/ (the run
                           folder), attempts.jsonl, train.json, eval/ (results.json, report.md),
                           result.json (written last: the cell is done), log.txt (--jobs > 1)
@@ -236,7 +239,7 @@ class SweepSpec:
     overrides: dict[str, Any]  # base overrides, section.key -> value
     dims: list[Dimension]
     seeds: list[int]
-    budget: tuple[str, float]  # ("steps" | "tokens" | "minutes", amount)
+    budget: tuple[str, float]  # ("steps" | "tokens" | "minutes" | "minutes_each", amount)
     corpus: str | None = None  # a corpus folder to prepare, or
     prepared: str | None = None  # a folder made by `gptbert prepare` (with tokenizer.json)
     val_fraction: float = 0.01
@@ -259,7 +262,7 @@ class SweepSpec:
             "out": str(self.out), "config": self.config, "overrides": dict(self.overrides),
             "axis": list(self.axis_texts), "row": list(self.row_texts),
             "seeds": ",".join(map(str, self.seeds)),
-            self.budget[0]: self.budget[1] if self.budget[0] == "minutes" else int(self.budget[1]),
+            self.budget[0]: self.budget[1] if self.budget[0] in TIMED else int(self.budget[1]),
             "data": self.corpus, "prepared": self.prepared, "val_fraction": self.val_fraction,
             "eval_tasks": ",".join(self.eval.tasks), "eval_modes": ",".join(self.eval.modes),
             "eval_precision": self.eval.precision, "eval_limit": self.eval.limit,
@@ -269,7 +272,8 @@ class SweepSpec:
         }
 
 
-BUDGETS = ("steps", "tokens", "minutes")
+BUDGETS = ("steps", "tokens", "minutes", "minutes_each")
+TIMED = ("minutes", "minutes_each")  # budgets fixed by timing steps on this machine (calibration.json)
 
 
 def spec_from_options(o: dict) -> SweepSpec:
@@ -298,12 +302,13 @@ def spec_from_options(o: dict) -> SweepSpec:
             raise GPTBertError(f"two dimensions set the same key '{sorted(a & b)[0]}'")
     given = [b for b in BUDGETS if o.get(b) is not None]
     if len(given) != 1:
-        raise GPTBertError("give exactly one budget per cell: --steps N, --tokens N or --minutes M"
+        raise GPTBertError("give exactly one budget per cell: --steps N, --tokens N, --minutes M or --minutes-each M"
                            + (f" (got {', '.join('--' + b for b in given)})" if given else ""))
     kind = given[0]
     amount = float(o[kind])
-    if amount <= 0 or (kind != "minutes" and not amount.is_integer()):
-        raise GPTBertError(f"--{kind}: expected a positive {'number' if kind == 'minutes' else 'integer'}, got {o[kind]}")
+    flag = "--" + kind.replace("_", "-")
+    if amount <= 0 or (kind not in TIMED and not amount.is_integer()):
+        raise GPTBertError(f"{flag}: expected a positive {'number' if kind in TIMED else 'integer'}, got {o[kind]}")
     if bool(o.get("data")) and bool(o.get("prepared")):
         raise GPTBertError("--data and --prepared contradict each other: give a corpus to prepare, or a prepared folder")
     tasks = _split(o.get("eval_tasks"), DEFAULT_TASKS)
@@ -475,19 +480,63 @@ def steps_for_tokens(cfg: RunConfig, tokens: int, world_size: int = 1) -> int:
     return hi
 
 
+def _measured_with(spec: SweepSpec, t0: float) -> dict:
+    return {"config": spec.config, "overrides": spec.overrides, "torch_threads": torch.get_num_threads(),
+            "cpu": platform.processor() or platform.machine(), "timing_seconds": round(time.perf_counter() - t0, 2)}
+
+
 def calibrate(spec: SweepSpec, minutes: float) -> dict:
     """Time a few steps of the base config and fit `minutes` of training: every cell gets these steps."""
     cfg = base_config(spec)
     t0 = time.perf_counter()
-    r = steps_for_budget(copy.deepcopy(cfg), minutes * 60)
-    steps = int(r[0] if isinstance(r, tuple) else r)
-    return {"minutes": minutes, "steps": steps, "seconds_per_step_estimate": minutes * 60 / steps,
-            "measured_with": {"config": spec.config, "overrides": spec.overrides,
-                              "torch_threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-                              "timing_seconds": round(time.perf_counter() - t0, 2)},
-            "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+    steps = int(steps_for_budget(copy.deepcopy(cfg), minutes * 60))
+    return {"kind": "minutes", "minutes": minutes, "steps": steps, "seconds_per_step_estimate": minutes * 60 / steps,
+            "measured_with": _measured_with(spec, t0), "time": time.strftime("%Y-%m-%d %H:%M:%S"),
             "note": "calibrated once on the base config in one process; every cell trains this many steps, so "
                     "contention changes wall time, not results"}
+
+
+def timing_key(cfg: RunConfig) -> str:
+    """What a cell's step time depends on: its whole config but the seed, its length and its paths.
+    Cells that differ only in their seed share one timing (and so one step count)."""
+    d = copy.deepcopy(cfg.to_dict())
+    for k in ("data", "tokenizer", "out_dir", "progress", "seed", "max_steps", "time_budget"):
+        d["train"].pop(k, None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def calibrate_each(spec: SweepSpec, cells: list["Cell"], minutes: float, earlier: dict | None = None, log=print) -> dict:
+    """--minutes-each: time every distinct cell config (`timing_key`) on its own and fit `minutes` of
+    training to it, so each cell gets the same CPU time and a faster config more steps. Timings
+    already in `earlier` (a previous start of the same sweep) are kept: a restarted sweep does not
+    change the step count of a cell that has trained."""
+    t0 = time.perf_counter()
+    steps = dict((earlier or {}).get("steps") or {})
+    who = dict((earlier or {}).get("cells") or {})
+    for c in cells:
+        key = timing_key(c.config)
+        who.setdefault(key, [])
+        if c.id not in who[key]:
+            who[key].append(c.id)
+        if key not in steps:
+            steps[key] = int(steps_for_budget(copy.deepcopy(c.config), minutes * 60))
+            log(f"  {' / '.join(c.labels)}: {steps[key]} steps (~{minutes * 60 / steps[key]:.2f} s/step)")
+    return {"kind": "minutes_each", "minutes": minutes, "steps": steps, "cells": who,
+            "seconds_per_step_estimate": {k: minutes * 60 / n for k, n in steps.items()},
+            "measured_with": _measured_with(spec, t0), "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "note": "each distinct cell config timed on its own in one process (keys: timing_key), so every "
+                    "cell gets about the same training minutes; load during the timing shifts the step counts"}
+
+
+def calibration_fits(spec: SweepSpec, calibration: dict | None, cells: list["Cell"] | None = None) -> bool:
+    """Whether a calibration.json belongs to this budget (and, for --minutes-each, covers these cells)."""
+    if not calibration or calibration.get("minutes") != spec.budget[1]:
+        return False
+    if calibration.get("kind", "minutes") != spec.budget[0]:
+        return False
+    if spec.budget[0] == "minutes_each" and cells is not None:
+        return all(timing_key(c.config) in calibration["steps"] for c in cells)
+    return True
 
 
 def cell_steps(spec: SweepSpec, calibration: dict | None):
@@ -497,6 +546,8 @@ def cell_steps(spec: SweepSpec, calibration: dict | None):
     if kind == "tokens":
         return lambda cfg: steps_for_tokens(cfg, int(amount), spec.world_size)
     assert calibration is not None
+    if kind == "minutes_each":
+        return lambda cfg: calibration["steps"][timing_key(cfg)]
     return lambda cfg: calibration["steps"]
 
 

@@ -231,7 +231,11 @@ def markdown(sw: dict) -> str:
                  + (f", {', '.join(f'{t:,}' for t in tokens)} tokens" if tokens else "")
                  + f"; seeds {sw['spec']['seeds']}.")
     cal = sw.get("calibration")
-    if cal:
+    if cal and cal.get("kind") == "minutes_each":
+        lines.append(f"Calibration: {cal['minutes']:g} minutes per cell, each cell config timed on its own -> "
+                     f"{', '.join(map(str, b['steps_per_cell']))} steps ({cal['measured_with']['torch_threads']} threads, "
+                     f"{cal['time']}); a faster config trains more steps in the same minutes.")
+    elif cal:
         lines.append(f"Calibration: {cal['minutes']:g} minutes -> {cal['steps']} steps "
                      f"(~{cal['seconds_per_step_estimate']:.2f} s/step, {cal['measured_with']['torch_threads']} threads, "
                      f"{cal['time']}); every cell trains exactly these steps.")

@@ -286,6 +286,66 @@ def test_minutes_give_every_cell_the_same_steps(setup, prepared):
     assert len(cells) == 4 and {c.config.train.max_steps for c in cells} == {cal["steps"]}
 
 
+def test_minutes_each_times_every_cell_config_on_its_own(setup, prepared, monkeypatch):
+    """--minutes-each: one timing per distinct config (seeds share it), each cell gets its config's steps,
+    and a restarted sweep reuses the timings it has instead of timing again."""
+    calls = []
+
+    def fake_budget(cfg, seconds):  # deterministic: a 1-layer model "runs" twice as fast as a 2-layer one
+        calls.append((cfg.model.num_layers, cfg.train.seed, seconds))
+        return int(seconds) * (4 // cfg.model.num_layers)
+
+    monkeypatch.setattr(sw, "steps_for_budget", fake_budget)
+    spec = sw.spec_from_options({"out": str(setup["root"] / "each"), "config": str(setup["base"]),
+                                 "axis": ["model.num_layers=1,2"], "seeds": "0,1", "minutes_each": 0.5,
+                                 "eval_tasks": ""})
+    assert spec.budget == ("minutes_each", 0.5) and spec.to_yaml_dict()["minutes_each"] == 0.5
+    placeholders = sw.build_cells(spec, prepared["data"], prepared["tokenizer"], None, check_only=True)
+    cal = sw.calibrate_each(spec, placeholders, 0.5, log=lambda s: None)
+    assert sorted(c[0] for c in calls) == [1, 2] and all(c[2] == 30.0 for c in calls)  # one timing per config
+    assert cal["kind"] == "minutes_each" and sorted(cal["steps"].values()) == [60, 120]
+    assert sw.calibration_fits(spec, cal, placeholders)
+    cells = sw.build_cells(spec, prepared["data"], prepared["tokenizer"], sw.cell_steps(spec, cal))
+    assert {(c.config.model.num_layers, c.seed): c.config.train.max_steps for c in cells} == \
+        {(1, 0): 120, (1, 1): 120, (2, 0): 60, (2, 1): 60}
+    assert sorted(len(v) for v in cal["cells"].values()) == [2, 2]
+    # Restarted with one more cell: only the new config is timed, the others keep their counts.
+    calls.clear()
+    spec3 = sw.spec_from_options({**spec.to_yaml_dict(), "axis": ["model.num_layers=1,2,4"], "overrides": {}})
+    more = sw.build_cells(spec3, prepared["data"], prepared["tokenizer"], None, check_only=True)
+    assert not sw.calibration_fits(spec3, cal, more) and sw.calibration_fits(spec3, cal)
+    cal3 = sw.calibrate_each(spec3, more, 0.5, cal, log=lambda s: None)
+    assert [c[0] for c in calls] == [4] and sorted(cal3["steps"].values()) == [30, 60, 120]
+    # Another budget is not this calibration's.
+    other = sw.spec_from_options({**spec.to_yaml_dict(), "overrides": {}, "minutes_each": 0.7})
+    assert not sw.calibration_fits(other, cal)
+    minutes = sw.spec_from_options({**spec.to_yaml_dict(), "overrides": {}, "minutes_each": None, "minutes": 0.5})
+    assert not sw.calibration_fits(minutes, cal)
+
+
+def test_minutes_each_end_to_end(setup, tmp_path, capsys):
+    """The real timing through the command line: calibration.json, each cell's steps, the report."""
+    out = tmp_path / "each"
+    rc = main(["sweep", "--out", str(out), "--config", str(setup["base"]), "--prepared", str(setup["data"]),
+               "--eval-tasks", "", "--axis", "model.num_layers=1,2", "--minutes-each", "0.02"])
+    assert rc == 0, capsys.readouterr().err
+    cal = json.loads((out / "calibration.json").read_text())
+    assert cal["kind"] == "minutes_each" and len(cal["steps"]) == 2 and all(n >= 1 for n in cal["steps"].values())
+    s = _sweep_json(out)
+    layers = {c["overrides"]["model.num_layers"]: c for c in s["cells"]}
+    for c in s["cells"]:
+        assert c["status"] == "done"
+        cfg = load_config(str(out / "cells" / c["id"] / "config.yaml"))
+        assert cfg.train.max_steps == cal["steps"][sw.timing_key(cfg)]
+    assert sorted(s["budget"]["steps_per_cell"]) == sorted(set(cal["steps"].values()))
+    assert "each cell config timed on its own" in (out / "sweep.md").read_text()
+    assert set(layers) == {1, 2}
+    # A second start trains nothing and times nothing.
+    before = (out / "calibration.json").read_text()
+    assert main(["sweep", "--spec", str(out / "spec.yaml")]) == 0
+    assert (out / "calibration.json").read_text() == before
+
+
 def test_tokens_budget(setup, prepared):
     spec = sw.spec_from_options({"out": str(setup["root"] / "tokens"), "config": str(setup["base"]),
                                  "axis": ["train.batch_ramp=true,false"], "tokens": 5000, "eval_tasks": ""})
@@ -339,6 +399,8 @@ def test_cell_ids_are_stable(setup, prepared):
     (["--axis", "model.vocab_size=300,400", "--steps", "2"], ["cannot vary between cells"]),
     (["--axis", RATIOS], ["exactly one budget"]),
     (["--axis", RATIOS, "--steps", "2", "--minutes", "1"], ["exactly one budget"]),
+    (["--axis", RATIOS, "--minutes", "1", "--minutes-each", "1"], ["exactly one budget"]),
+    (["--axis", RATIOS, "--minutes-each", "0"], ["--minutes-each: expected a positive number"]),
     (["--steps", "2"], ["nothing to sweep"]),
     (["--axis", RATIOS, "--steps", "2", "--eval-tasks", "blimp_fats"], ["unknown task 'blimp_fats'"]),
     (["--axis", RATIOS, "--steps", "2", "--eval-modes", "causal,mtnp"], ["unknown scoring mode 'mtnp'"]),

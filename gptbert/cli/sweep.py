@@ -87,7 +87,7 @@ def _read_spec(path: str) -> dict:
     return data
 
 
-SPEC_KEYS = ("out", "config", "axis", "row", "seeds", "steps", "tokens", "minutes", "data", "prepared", "val_fraction",
+SPEC_KEYS = ("out", "config", "axis", "row", "seeds", "steps", "tokens", "minutes", "minutes_each", "data", "prepared", "val_fraction",
              "eval_tasks", "eval_modes", "eval_precision", "eval_limit", "temperature_sweep", "eval_data", "device",
              "report_temperature", "table_mode", "jobs", "launcher", "nproc")
 
@@ -258,19 +258,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     base = sw.base_config(spec)
     out = spec.out
     # Every cell's config is resolved and validated before anything is prepared or trained.
-    sw.build_cells(spec, out / "data", out / "tokenizer.json", None, check_only=True)
+    placeholders = sw.build_cells(spec, out / "data", out / "tokenizer.json", None, check_only=True)
     _check_out(out)
     cal_path = out / "calibration.json"
-    calibration = sweep_cells.read_json(cal_path) if spec.budget[0] == "minutes" else None
-    if calibration and calibration.get("minutes") != spec.budget[1]:
+    timed = spec.budget[0] in sw.TIMED
+    calibration = sweep_cells.read_json(cal_path) if timed else None
+    if timed and not sw.calibration_fits(spec, calibration):  # another budget: timed afresh
         calibration = None
 
     if args.dry_run or args.report_only:
-        if spec.budget[0] == "minutes" and calibration is None:
+        if timed and not sw.calibration_fits(spec, calibration, placeholders):
             if args.report_only:
-                raise GPTBertError(f"{out}: no calibration.json: nothing of this sweep has run yet")
-            print(f"(--minutes {spec.budget[1]:g}: the steps per cell are calibrated when the sweep starts)")
-            cells = sw.build_cells(spec, out / "data", out / "tokenizer.json", None, check_only=True)
+                raise GPTBertError(f"{out}: no calibration.json for every cell: nothing of this sweep has run yet")
+            print(f"(--{spec.budget[0].replace('_', '-')} {spec.budget[1]:g}: the steps per cell are calibrated "
+                  "when the sweep starts)")
+            cells = placeholders
         else:
             cells = sw.build_cells(spec, out / "data", out / "tokenizer.json", sw.cell_steps(spec, calibration))
         if args.dry_run:
@@ -285,6 +287,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if spec.budget[0] == "minutes" and calibration is None:
         print(f"calibrating: timing the base config to fit {spec.budget[1]:g} minutes of training per cell ...")
         calibration = sw.calibrate(spec, spec.budget[1])
+        atomic_write_json(cal_path, calibration)
+    elif spec.budget[0] == "minutes_each" and not sw.calibration_fits(spec, calibration, placeholders):
+        print(f"calibrating: timing each cell config to fit {spec.budget[1]:g} minutes of training ...")
+        calibration = sw.calibrate_each(spec, placeholders, spec.budget[1], calibration)
         atomic_write_json(cal_path, calibration)
     cells = sw.build_cells(spec, data, tok, sw.cell_steps(spec, calibration))
     for c in cells:  # all checked before any is written
@@ -323,7 +329,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def _print_plan(spec: sw.SweepSpec, cells: list[sw.Cell]) -> None:
     print(f"{len(cells)} cells -> {spec.out / 'cells'}")
     for c in cells:
-        steps = "? steps" if spec.budget[0] == "minutes" and not (spec.out / "calibration.json").is_file() \
+        steps = "? steps" if c.config.train.max_steps == 1 and spec.budget[0] in sw.TIMED \
             else f"{c.config.train.max_steps} steps"
         print(f"  {c.id}  {' / '.join(c.labels)}  seed {c.seed}  {steps}  "
               f"{sweep_cells.cell_status(c, spec.eval)}")
@@ -378,6 +384,11 @@ def add_parsers(sub) -> None:
                    help="wall-clock training minutes per cell: the base config is timed once (calibration.json) and "
                         "every cell gets the same number of steps, so load from other processes changes the wall "
                         "time, not the results. Evaluation time comes on top")
+    b.add_argument("--minutes-each", dest="minutes_each", type=float,
+                   help="wall-clock training minutes per cell, each distinct cell config timed on its own "
+                        "(calibration.json), so a faster config (a smaller model, a larger batch) gets more steps: "
+                        "for tuning at equal CPU time. Timing noise shifts the step counts; a restarted sweep "
+                        "keeps the counts already fixed")
     d = s.add_argument_group("data (one tokenizer and corpus for all cells)")
     d.add_argument("--data", help=f"corpus folder to tokenize and prepare into OUT/data once (default: <data root>/pretrain, "
                                   f"{paths.DEFAULTS_HELP})")
