@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from .. import paths
+from .. import memory, paths
 from .. import sweep as sw
 from .. import sweep_cells
 from ..config import load_config, preset_names
@@ -164,7 +164,9 @@ def run_cell(spec: sw.SweepSpec, cell: sw.Cell, tokenizer: Path, eval_data: Path
         return
     t0 = time.perf_counter()
     if sweep_cells.cell_status(cell, spec.eval) == "pending":
+        memory.release()  # the previous cell's (or the calibration's) freed memory, as quickstart does
         train_cell(spec, cell)
+        memory.release()  # training's freed memory, before the evaluation loads the checkpoint
     rec = sweep_cells.evaluate_cell(cell, tokenizer, spec.eval, eval_data, log=lambda s: _once(s) and log(f"  {cell.id}: {s}"))
     val = rec["metrics"]
     log(f"  {cell.id}: done in {time.perf_counter() - t0:.0f}s: {rec['train']['steps']} steps, "
@@ -292,6 +294,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"calibrating: timing each cell config to fit {spec.budget[1]:g} minutes of training ...")
         calibration = sw.calibrate_each(spec, placeholders, spec.budget[1], calibration)
         atomic_write_json(cal_path, calibration)
+    memory.release()  # the timing's freed activations: not kept through the cells' training
     cells = sw.build_cells(spec, data, tok, sw.cell_steps(spec, calibration))
     for c in cells:  # all checked before any is written
         sweep_cells.check_cell_files(c)
