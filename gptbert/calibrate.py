@@ -20,30 +20,59 @@ from .config import RunConfig
 from .data import TrainBatches, samples_before, step_shape
 from .errors import GPTBertError
 from .model import GPTBERT, attention_mask
-from .optim import Lamb, param_groups
+from .optim import EMA, Lamb, param_groups
 from .precision import autocast
 
 
-def seconds_per_token(cfg: RunConfig, seq_length: int, rows: int, repeats: int = 2) -> float:
-    """Training seconds per token at this row length (forward, backward, optimizer)."""
+def _median(xs: list[float]) -> float:
+    return sorted(xs)[len(xs) // 2]
+
+
+def step_costs(cfg: RunConfig, seq_length: int, rows: int, repeats: int = 3) -> tuple[float, float]:
+    """(seconds per token of forward + backward at this row length, seconds of the per-step update).
+
+    The update is what a training step does once whatever its size: gradient clipping, the LAMB
+    step, zeroing the gradients and the EMA update. It is timed apart because steps differ in size
+    (the batch ramp starts at a quarter batch): for a small model at the ramp's start it is a fifth
+    of the step, and folding it into a per-token cost measured on one full micro-batch made the
+    quickstart plan 10% more steps than its budget held (2026-12-03, 4 x 192: 659 of 725).
+    Medians of `repeats` timings after one warm-up: the minimum picked the machine's fastest
+    moment, which a whole run does not see on a shared VM.
+    """
     torch.manual_seed(0)
     model = GPTBERT(cfg.model)
     opt = Lamb(param_groups(model, 0.1), lr=1e-3)
+    ema = EMA(model, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
     x = torch.randint(16, cfg.model.vocab_size, (rows, seq_length))
     seg = torch.zeros_like(x)
     mask = attention_mask(seg, torch.zeros(rows, dtype=torch.bool))
     positions = torch.arange(0, rows * seq_length, 4)  # ~25% of positions carry a target
     targets = torch.randint(16, cfg.model.vocab_size, (positions.numel(),))
-    times = []
+    fwd_bwd, update = [], []
     for _ in range(1 + repeats):
         t0 = time.perf_counter()
         with autocast(torch.device("cpu"), cfg.train.precision):
             logits = model(x, mask, positions)
         torch.nn.functional.cross_entropy(logits.float(), targets).backward()
+        t1 = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip if cfg.train.grad_clip > 0 else float("inf"))
         opt.step()
         opt.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - t0)
-    return min(times[1:]) / (rows * seq_length)
+        if ema is not None:
+            ema.update(model)
+        t2 = time.perf_counter()
+        fwd_bwd.append(t1 - t0)
+        update.append(t2 - t1)
+    return _median(fwd_bwd[1:]) / (rows * seq_length), _median(update[1:])
+
+
+def seconds_per_token(cfg: RunConfig, seq_length: int, rows: int, repeats: int = 3) -> float:
+    """Training seconds per token at this row length, the update counted once per `rows` rows."""
+    per_token, update = step_costs(cfg, seq_length, rows, repeats)
+    return per_token + update / (rows * seq_length)
+
+
+OVERHEAD = 1.05  # data loading, logging, the target bookkeeping of the real loss: not in the timed step
 
 
 def steps_for_budget(cfg: RunConfig, seconds: float) -> int:
@@ -51,19 +80,24 @@ def steps_for_budget(cfg: RunConfig, seconds: float) -> int:
 
     Each row length of the schedule is timed with the schedule's rows per micro-batch: on a CPU
     the (B, H, T, T) attention work grows faster with T than the FLOP count says, so scaling the
-    time of T=128 would overfill the budget.
+    time of T=128 would overfill the budget. A run of n steps costs the sum over its steps of
+    tokens x seconds/token at that step's length, plus n updates.
     """
     rows = cfg.train.micro_batch_size
     T0 = cfg.train.seq_length
     mults = (1, 2, 4) if cfg.train.seq_schedule else (1,)
-    tau = {T0 * m: seconds_per_token(cfg, T0 * m, max(1, rows // m)) for m in mults}
+    costs = {T0 * m: step_costs(cfg, T0 * m, max(1, rows // m)) for m in mults}
+    update = _median([u for _, u in costs.values()])
     trial = copy.deepcopy(cfg)
 
     def cost(n: int) -> float:
-        """Seconds of a run of n steps: its tokens at each length x seconds/token there."""
+        """Seconds of a run of n steps."""
         trial.train.max_steps = n
-        total = sum(step_shape(s, trial).tokens * tau[step_shape(s, trial).seq_length] for s in range(n))
-        return total * 1.10  # data, logging, evaluation overheads
+        total = 0.0
+        for s in range(n):
+            shape = step_shape(s, trial)
+            total += shape.tokens * costs[shape.seq_length][0] + update
+        return total * OVERHEAD
 
     lo, hi = 1, 1
     while cost(hi) < seconds and hi < 10**6:

@@ -204,10 +204,17 @@ def write_figures(sw: dict, out: Path) -> list[Path]:
     return paths
 
 
+def _budget_text(b: dict) -> str:
+    """'8 minutes', or '8 minutes (each config timed)' for --minutes-each."""
+    if b["kind"] == "minutes_each":
+        return f"{b['amount']:g} minutes (each config timed)"
+    return f"{b['amount']:g} {b['kind']}"
+
+
 def scale_line(sw: dict) -> str:
     b = sw["budget"]
     steps = "/".join(map(str, b["steps_per_cell"]))
-    amount = f"{b['amount']:g} {b['kind']}"
+    amount = _budget_text(b)
     base = sw["base"]
     n = base.get("params") or 0
     params = f"{n / 1e6:.1f}M params" if n >= 1e6 else f"{n / 1e3:.0f}K params"
@@ -226,7 +233,7 @@ def markdown(sw: dict) -> str:
     lines.append(f"Scale: base config `{sw['base'].get('config') or 'defaults'}`"
                  + "".join(f" --{k} {v}" for k, v in (sw["base"].get("overrides") or {}).items())
                  + (f", {sw['base']['params']:,} parameters" if sw["base"].get("params") else "")
-                 + f"; budget {b['amount']:g} {b['kind']} per cell"
+                 + f"; budget {_budget_text(b)} per cell"
                  + ("" if b["kind"] == "steps" else f" = {', '.join(map(str, b['steps_per_cell']))} steps")
                  + (f", {', '.join(f'{t:,}' for t in tokens)} tokens" if tokens else "")
                  + f"; seeds {sw['spec']['seeds']}.")

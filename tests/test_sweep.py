@@ -338,7 +338,8 @@ def test_minutes_each_end_to_end(setup, tmp_path, capsys):
         cfg = load_config(str(out / "cells" / c["id"] / "config.yaml"))
         assert cfg.train.max_steps == cal["steps"][sw.timing_key(cfg)]
     assert sorted(s["budget"]["steps_per_cell"]) == sorted(set(cal["steps"].values()))
-    assert "each cell config timed on its own" in (out / "sweep.md").read_text()
+    md = (out / "sweep.md").read_text()
+    assert "each cell config timed on its own" in md and "budget 0.02 minutes (each config timed) per cell" in md
     assert set(layers) == {1, 2}
     # A second start trains nothing and times nothing.
     before = (out / "calibration.json").read_text()

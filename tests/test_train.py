@@ -440,17 +440,19 @@ def test_metrics_files_and_tensorboard(prepared, tmp_path):
 
 def test_budget_fit_uses_the_time_of_every_row_length(tmp_path, monkeypatch):
     """steps_for_budget times each length of the schedule (T, 2T, 4T with 1, 1/2, 1/4 of the rows)
-    and picks the largest max_steps whose summed step costs (+10% overhead) fit the budget."""
+    and picks the largest max_steps whose summed step costs (tokens x seconds/token at the step's
+    length, plus one update per step, +5% overhead) fit the budget."""
     import gptbert.calibrate as cal
 
     per_token = {32: 1e-4, 64: 3e-4, 128: 9e-4}  # longer rows much dearer than FLOPs say
+    updates = {32: 0.05, 64: 0.07, 128: 0.06}  # the per-step update: the median of the three is used
     calls = []
 
-    def fake(cfg, T, rows, repeats=2):
+    def fake(cfg, T, rows, repeats=3):
         calls.append((T, rows))
-        return per_token[T]
+        return per_token[T], updates[T]
 
-    monkeypatch.setattr(cal, "seconds_per_token", fake)
+    monkeypatch.setattr(cal, "step_costs", fake)
     cfg = tiny_config(tmp_path, tmp_path, 400, global_batch_tokens=16 * 32, micro_batch_size=8)
     before = cfg.train.max_steps
     n = cal.steps_for_budget(cfg, 60.0)
@@ -459,9 +461,20 @@ def test_budget_fit_uses_the_time_of_every_row_length(tmp_path, monkeypatch):
 
     def cost(steps):
         cfg.train.max_steps = steps
-        return 1.10 * sum(step_shape(s, cfg).tokens * per_token[step_shape(s, cfg).seq_length] for s in range(steps))
+        return 1.05 * sum(step_shape(s, cfg).tokens * per_token[step_shape(s, cfg).seq_length] + 0.06
+                          for s in range(steps))
 
     assert cost(n) <= 60.0 < cost(n + 1)
+    assert n < 60.0 / 1.05 / 0.06  # the updates alone bound the steps
+
+
+def test_step_costs_time_the_update_apart(tmp_path):
+    """The real timing: positive costs, and seconds_per_token folds one update into a micro-batch."""
+    import gptbert.calibrate as cal
+
+    cfg = tiny_config(tmp_path, tmp_path, 400, global_batch_tokens=16 * 32, micro_batch_size=8)
+    per_token, update = cal.step_costs(cfg, 32, 8, repeats=1)
+    assert 0 < per_token < 1 and 0 < update < 10
 
 
 @pytest.mark.parametrize("packing", ["stream", "official"])
