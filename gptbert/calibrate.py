@@ -66,12 +66,6 @@ def step_costs(cfg: RunConfig, seq_length: int, rows: int, repeats: int = 3) -> 
     return _median(fwd_bwd[1:]) / (rows * seq_length), _median(update[1:])
 
 
-def seconds_per_token(cfg: RunConfig, seq_length: int, rows: int, repeats: int = 3) -> float:
-    """Training seconds per token at this row length, the update counted once per `rows` rows."""
-    per_token, update = step_costs(cfg, seq_length, rows, repeats)
-    return per_token + update / (rows * seq_length)
-
-
 OVERHEAD = 1.05  # data loading, logging, the target bookkeeping of the real loss: not in the timed step
 
 

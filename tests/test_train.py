@@ -469,7 +469,7 @@ def test_budget_fit_uses_the_time_of_every_row_length(tmp_path, monkeypatch):
 
 
 def test_step_costs_time_the_update_apart(tmp_path):
-    """The real timing: positive costs, and seconds_per_token folds one update into a micro-batch."""
+    """The real timing: a positive cost per token of forward + backward and per update."""
     import gptbert.calibrate as cal
 
     cfg = tiny_config(tmp_path, tmp_path, 400, global_batch_tokens=16 * 32, micro_batch_size=8)
