@@ -407,12 +407,19 @@ def cell_id(overrides: dict[str, Any], seed: int) -> str:
     return f"{slug}-s{seed}-{digest}"
 
 
-def config_sha(cfg: RunConfig) -> str:
-    """A hash of everything that decides a cell's training (not where its files are)."""
+_PATHS = ("data", "tokenizer", "out_dir", "progress")  # train keys that say where, not what
+
+
+def _config_hash(cfg: RunConfig, drop_train_keys: tuple[str, ...]) -> str:
     d = copy.deepcopy(cfg.to_dict())
-    for k in ("data", "tokenizer", "out_dir", "progress"):
+    for k in drop_train_keys:
         d["train"].pop(k, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def config_sha(cfg: RunConfig) -> str:
+    """A hash of everything that decides a cell's training (not where its files are)."""
+    return _config_hash(cfg, _PATHS)
 
 
 def _resolve(spec: SweepSpec, overrides: dict[str, Any], where: str) -> RunConfig:
@@ -499,10 +506,7 @@ def calibrate(spec: SweepSpec, minutes: float) -> dict:
 def timing_key(cfg: RunConfig) -> str:
     """What a cell's step time depends on: its whole config but the seed, its length and its paths.
     Cells that differ only in their seed share one timing (and so one step count)."""
-    d = copy.deepcopy(cfg.to_dict())
-    for k in ("data", "tokenizer", "out_dir", "progress", "seed", "max_steps", "time_budget"):
-        d["train"].pop(k, None)
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+    return _config_hash(cfg, _PATHS + ("seed", "max_steps", "time_budget"))
 
 
 def calibrate_each(spec: SweepSpec, cells: list["Cell"], minutes: float, earlier: dict | None = None, log=print) -> dict:
