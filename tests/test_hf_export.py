@@ -486,6 +486,29 @@ def test_fresh_model_gets_gpt_bert_init():
     assert m.classifier.nonlinearity[5].weight is w and not m.classifier.nonlinearity[5].bias.any()
 
 
+def test_text_bpb_bench_same_number_both_ways(exported, tmp_path):
+    """bench/text_bpb.py: our scorer and the HF causal path give the same bits per byte for one model."""
+    import importlib.util
+    import math
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("text_bpb", Path(__file__).parents[1] / "bench" / "text_bpb.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    csv_file = tmp_path / "s.csv"
+    csv_file.write_text('text\n"the dog ran , then slept ."\n\nA bird sang.\nthe end\n', encoding="utf-8")
+    lines = bench.read_lines(csv_file, first=2)
+    assert lines == ["the dog ran , then slept .", "A bird sang."]
+    ours, n_ours = bench.gptbert_logprobs(str(exported["run"]), lines)
+    hf, n_hf = bench.hf_logprobs(str(exported["dir"]), str(exported["dir"] / "tokenizer.json"), lines, BOS_ID,
+                                 trust_remote_code=True)
+    assert n_ours == n_hf == sum(len(exported["tok"].encode(l, add_special_tokens=False).ids) for l in lines)
+    assert all(x < 0 for x in ours)
+    assert ours == pytest.approx(hf, rel=1e-5)
+    n_bytes = len("the dog ran , then slept .") + len("A bird sang.")
+    assert bench.bits_per_byte(ours, lines) == pytest.approx(-sum(ours) / math.log(2) / n_bytes, rel=1e-12)
+
+
 def test_in_process_registration_without_remote_code(exported, tmp_path):
     """Runs last: registration stays for the rest of the process."""
     from gptbert.hf import register
@@ -500,3 +523,4 @@ def test_in_process_registration_without_remote_code(exported, tmp_path):
     assert (tmp_path / "saved" / "modeling_gpt_bert.py").is_file()
     assert (tmp_path / "saved" / "configuration_gpt_bert.py").is_file()
     assert len(json.loads((tmp_path / "saved" / "config.json").read_text())["auto_map"]) == 5
+
