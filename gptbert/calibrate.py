@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -28,28 +29,31 @@ def _median(xs: list[float]) -> float:
     return sorted(xs)[len(xs) // 2]
 
 
-def step_costs(cfg: RunConfig, seq_length: int, rows: int, repeats: int = 3) -> tuple[float, float]:
-    """(seconds per token of forward + backward at this row length, seconds of the per-step update).
+def step_costs(cfg: RunConfig, shapes: list[tuple[int, int]], repeats: int = 4) -> dict[int, tuple[float, float]]:
+    """For each (row length T, rows) in `shapes`: (seconds per token of forward + backward at T,
+    seconds of the per-step update).
 
     The update is what a training step does once whatever its size: gradient clipping, the LAMB
     step, zeroing the gradients and the EMA update. It is timed apart because steps differ in size
     (the batch ramp starts at a quarter batch): for a small model at the ramp's start it is a fifth
     of the step, and folding it into a per-token cost measured on one full micro-batch made the
     quickstart plan 10% more steps than its budget held (2026-12-03, 4 x 192: 659 of 725).
-    Medians of `repeats` timings after one warm-up: the minimum picked the machine's fastest
-    moment, which a whole run does not see on a shared VM.
+    The shapes are timed in interleaved rounds after one warm-up each, and each takes the median
+    of its `repeats` timings: on a shared VM a slow moment then lands on one timing of every
+    shape, not on all timings of one (timed one shape after the other, the 256-token cost of one
+    quickstart came out 4x too high, 2026-12-03). The minimum would pick the machine's fastest
+    moment, which a whole run does not see.
     """
     torch.manual_seed(0)
     model = GPTBERT(cfg.model)
     opt = Lamb(param_groups(model, 0.1), lr=1e-3)
     ema = EMA(model, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
-    x = torch.randint(16, cfg.model.vocab_size, (rows, seq_length))
-    seg = torch.zeros_like(x)
-    mask = attention_mask(seg, torch.zeros(rows, dtype=torch.bool))
-    positions = torch.arange(0, rows * seq_length, 4)  # ~25% of positions carry a target
-    targets = torch.randint(16, cfg.model.vocab_size, (positions.numel(),))
-    fwd_bwd, update = [], []
-    for _ in range(1 + repeats):
+
+    def one_step(T: int, rows: int) -> tuple[float, float]:
+        x = torch.randint(16, cfg.model.vocab_size, (rows, T))
+        mask = attention_mask(torch.zeros_like(x), torch.zeros(rows, dtype=torch.bool))
+        positions = torch.arange(0, rows * T, 4)  # ~25% of positions carry a target
+        targets = torch.randint(16, cfg.model.vocab_size, (positions.numel(),))
         t0 = time.perf_counter()
         with autocast(torch.device("cpu"), cfg.train.precision):
             logits = model(x, mask, positions)
@@ -60,46 +64,72 @@ def step_costs(cfg: RunConfig, seq_length: int, rows: int, repeats: int = 3) -> 
         opt.zero_grad(set_to_none=True)
         if ema is not None:
             ema.update(model)
-        t2 = time.perf_counter()
-        fwd_bwd.append(t1 - t0)
-        update.append(t2 - t1)
-    return _median(fwd_bwd[1:]) / (rows * seq_length), _median(update[1:])
+        return t1 - t0, time.perf_counter() - t1
+
+    for T, rows in shapes:  # warm-up: first allocations, kernel choices
+        one_step(T, rows)
+    times: dict[int, list[tuple[float, float]]] = {T: [] for T, _ in shapes}
+    for _ in range(repeats):
+        for T, rows in shapes:
+            times[T].append(one_step(T, rows))
+    return {T: (_median([f for f, _ in ts]) / (rows * T), _median([u for _, u in ts]))
+            for (T, rows), ts in zip(shapes, times.values())}
 
 
 OVERHEAD = 1.05  # data loading, logging, the target bookkeeping of the real loss: not in the timed step
 
 
-def steps_for_budget(cfg: RunConfig, seconds: float) -> int:
-    """The largest max_steps whose whole run fits in `seconds` (cfg is not changed).
+@dataclass
+class StepCosts:
+    """What a training step costs: seconds per token of forward + backward at each row length,
+    plus one update per step, times `scale` (the loop's overheads; or, after a first stretch of
+    the real run, what that stretch measured against this model: `rescaled`)."""
 
-    Each row length of the schedule is timed with the schedule's rows per micro-batch: on a CPU
-    the (B, H, T, T) attention work grows faster with T than the FLOP count says, so scaling the
-    time of T=128 would overfill the budget. A run of n steps costs the sum over its steps of
-    tokens x seconds/token at that step's length, plus n updates.
+    per_token: dict[int, float]  # row length -> seconds per token of forward + backward
+    update: float  # seconds of clipping + LAMB + zeroing + EMA, once per step
+    scale: float = OVERHEAD
+
+    def seconds(self, cfg: RunConfig, n: int, start: int = 0, stop: int | None = None) -> float:
+        """Seconds of steps [start, stop) of an n-step schedule (the shapes depend on n)."""
+        trial = copy.deepcopy(cfg)
+        trial.train.max_steps = n
+        total = 0.0
+        for s in range(start, n if stop is None else stop):
+            shape = step_shape(s, trial)
+            total += shape.tokens * self.per_token[shape.seq_length] + self.update
+        return total * self.scale
+
+    def fit(self, cfg: RunConfig, seconds: float, done: int = 0) -> int:
+        """The largest n whose steps [done, n) fit in `seconds` (at least done + 1; cfg is not changed)."""
+        lo, hi = done + 1, done + 1
+        while self.seconds(cfg, hi, done) < seconds and hi < 10**6:
+            lo, hi = hi, 2 * hi
+        while lo < hi - 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if self.seconds(cfg, mid, done) < seconds else (lo, mid)
+        return lo
+
+    def rescaled(self, factor: float) -> "StepCosts":
+        return StepCosts(dict(self.per_token), self.update, self.scale * factor)
+
+
+def measure_step_costs(cfg: RunConfig) -> StepCosts:
+    """Time each row length of the schedule with the schedule's rows per micro-batch.
+
+    On a CPU the (B, H, T, T) attention work grows faster with T than the FLOP count says, so
+    scaling the time of T=128 would overfill a budget. A run of n steps then costs the sum over its
+    steps of tokens x seconds/token at that step's length, plus n updates.
     """
     rows = cfg.train.micro_batch_size
     T0 = cfg.train.seq_length
     mults = (1, 2, 4) if cfg.train.seq_schedule else (1,)
-    costs = {T0 * m: step_costs(cfg, T0 * m, max(1, rows // m)) for m in mults}
-    update = _median([u for _, u in costs.values()])
-    trial = copy.deepcopy(cfg)
+    costs = step_costs(cfg, [(T0 * m, max(1, rows // m)) for m in mults])
+    return StepCosts({T: c for T, (c, _) in costs.items()}, _median([u for _, u in costs.values()]))
 
-    def cost(n: int) -> float:
-        """Seconds of a run of n steps."""
-        trial.train.max_steps = n
-        total = 0.0
-        for s in range(n):
-            shape = step_shape(s, trial)
-            total += shape.tokens * costs[shape.seq_length][0] + update
-        return total * OVERHEAD
 
-    lo, hi = 1, 1
-    while cost(hi) < seconds and hi < 10**6:
-        lo, hi = hi, hi * 2
-    while lo < hi - 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if cost(mid) < seconds else (lo, mid)
-    return lo
+def steps_for_budget(cfg: RunConfig, seconds: float) -> int:
+    """The largest max_steps whose whole run fits in `seconds` by a fresh timing (cfg is not changed)."""
+    return measure_step_costs(cfg).fit(cfg, seconds)
 
 
 def steps_for_words(cfg: RunConfig, words_per_token: float) -> int:

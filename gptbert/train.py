@@ -222,20 +222,21 @@ class _Window:
 
 
 def train(cfg: RunConfig, resume: str | Path | None = None, max_steps_to_run: int | None = None,
-          overwrite: bool = False) -> TrainResult:
+          overwrite: bool = False, validate: bool = True) -> TrainResult:
     """Pretrain according to `cfg` into the run folder `cfg.train.out_dir`.
 
     resume: None (the folder must not hold another run), "auto" (continue the newest complete
     checkpoint in the run folder, or start fresh when there is none) or a checkpoint path.
     overwrite: clear the run folder first. `max_steps_to_run` stops early (for tests; the
-    schedules still use max_steps).
+    schedules still use max_steps). `validate=False` skips the validation loss at the end (the
+    quickstart's first stretch, which the same run continues).
     """
     memory.keep_freed_pages()  # steps reuse freed activations' pages instead of faulting them in (memory.py)
     with _StopSignals() as sig:
         run = _setup(copy.deepcopy(cfg), resume, max_steps_to_run, overwrite)
         # fp32 on the CPU: oneDNN's fp32 GEMM instead of MKL's where that stays exact (gptbert/precision.py)
         with fp32_matmul_via_onednn(enabled=run.cfg.train.precision == "fp32" and run.cfg.train.onednn_fp32):
-            return _loop(run, sig)
+            return _loop(run, sig, validate)
 
 
 def _setup(cfg: RunConfig, resume: str | Path | None, max_steps_to_run: int | None, overwrite: bool) -> _Run:
@@ -313,7 +314,7 @@ def _setup(cfg: RunConfig, resume: str | Path | None, max_steps_to_run: int | No
 _TRIM_SLACK_MB = 512.0
 
 
-def _loop(run: _Run, sig: _StopSignals) -> TrainResult:
+def _loop(run: _Run, sig: _StopSignals, validate: bool = True) -> TrainResult:
     cfg, t, d = run.cfg, run.cfg.train, run.d
     loader = torch.utils.data.DataLoader(
         torch.utils.data.Subset(run.batches, range(run.start_step, run.end_step)),
@@ -380,7 +381,7 @@ def _loop(run: _Run, sig: _StopSignals) -> TrainResult:
     seconds = time.perf_counter() - t_start
     last_ckpt = _save(run, done)
     val = {}
-    if stopped not in ("SIGTERM", "SIGINT"):  # a preempted job has seconds left: save and go
+    if validate and stopped not in ("SIGTERM", "SIGINT"):  # a preempted job has seconds left: save and go
         val = validation_loss(run.model, cfg, d.device)
         val_metrics.write(dict(step=done, **val))
     metrics.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -448,33 +449,95 @@ def test_budget_fit_uses_the_time_of_every_row_length(tmp_path, monkeypatch):
     updates = {32: 0.05, 64: 0.07, 128: 0.06}  # the per-step update: the median of the three is used
     calls = []
 
-    def fake(cfg, T, rows, repeats=3):
-        calls.append((T, rows))
-        return per_token[T], updates[T]
+    def fake(cfg, shapes, repeats=4):
+        calls.append(list(shapes))
+        return {T: (per_token[T], updates[T]) for T, _ in shapes}
 
     monkeypatch.setattr(cal, "step_costs", fake)
     cfg = tiny_config(tmp_path, tmp_path, 400, global_batch_tokens=16 * 32, micro_batch_size=8)
     before = cfg.train.max_steps
     n = cal.steps_for_budget(cfg, 60.0)
-    assert calls == [(32, 8), (64, 4), (128, 2)]
+    assert calls == [[(32, 8), (64, 4), (128, 2)]]
     assert cfg.train.max_steps == before  # the config is left alone
 
-    def cost(steps):
+    def cost(steps, start=0, scale=1.05):
         cfg.train.max_steps = steps
-        return 1.05 * sum(step_shape(s, cfg).tokens * per_token[step_shape(s, cfg).seq_length] + 0.06
-                          for s in range(steps))
+        return scale * sum(step_shape(s, cfg).tokens * per_token[step_shape(s, cfg).seq_length] + 0.06
+                           for s in range(start, steps))
 
     assert cost(n) <= 60.0 < cost(n + 1)
     assert n < 60.0 / 1.05 / 0.06  # the updates alone bound the steps
 
+    # The re-plan: steps [done, n) of an n-step schedule, at a measured rate, fitted to the time left.
+    costs = cal.StepCosts(per_token, 0.06)
+    cfg.train.max_steps = before
+    assert costs.seconds(cfg, 300, 30, 40) == pytest.approx(cost(300, 30) - cost(300, 40), rel=1e-12)
+    m = costs.rescaled(1.3).fit(cfg, 50.0, done=30)
+    assert cost(m, 30, 1.05 * 1.3) <= 50.0 < cost(m + 1, 30, 1.05 * 1.3)
+    assert costs.fit(cfg, 0.0, done=30) == 31  # at least one more step
+
 
 def test_step_costs_time_the_update_apart(tmp_path):
-    """The real timing: a positive cost per token of forward + backward and per update."""
+    """The real timing, interleaved over the shapes: a positive cost per token of forward + backward
+    and per update, for each row length."""
     import gptbert.calibrate as cal
 
     cfg = tiny_config(tmp_path, tmp_path, 400, global_batch_tokens=16 * 32, micro_batch_size=8)
-    per_token, update = cal.step_costs(cfg, 32, 8, repeats=1)
-    assert 0 < per_token < 1 and 0 < update < 10
+    costs = cal.step_costs(cfg, [(32, 8), (64, 4)], repeats=1)
+    assert set(costs) == {32, 64}
+    for per_token, update in costs.values():
+        assert 0 < per_token < 1 and 0 < update < 10
+
+
+def test_budgeted_run_plans_again_after_its_first_leg(prepared, tmp_path, monkeypatch):
+    """train_in_budget: plan n0 steps from the cost model, train the first 10% under that plan,
+    measure the loop against the model on those steps, fit the rest of the budget at that rate,
+    and resume the first leg's checkpoint with the new length. The run's steps, checkpoints,
+    metrics, learning rates and config.yaml all follow the re-plan."""
+    from gptbert.cli import budget
+    from gptbert.calibrate import StepCosts
+    from gptbert.config import load_config
+    from gptbert.optim import lr_factor
+
+    # Leg 2 aims at half the time left, so a loaded CI machine still finishes it before the hard stop.
+    monkeypatch.setattr(budget, "REPLAN_MARGIN", 0.5)
+    cfg = tiny_config(prepared["data"], tmp_path / "run", prepared["vocab_size"], log_every=5)
+    per_token = {32: 8e-5, 64: 1.2e-4, 128: 2e-4}
+    costs = StepCosts(per_token, 0.008)
+    minutes = 10.0 / 60
+    result, plan = budget.train_in_budget(cfg, minutes, costs, log=lambda s: None)
+
+    def cost(n, start, scale):  # seconds of steps [start, n) of an n-step schedule, by hand
+        trial = copy.deepcopy(cfg)
+        trial.train.max_steps = n
+        return scale * sum(step_shape(s, trial).tokens * per_token[step_shape(s, trial).seq_length] + 0.008
+                           for s in range(start, n))
+
+    n0, k, n1 = plan["planned_steps"], plan["first_leg_steps"], plan["steps"]
+    assert cost(n0, 0, 1.05) <= 10.0 * budget.PLAN_MARGIN < cost(n0 + 1, 0, 1.05)
+    assert k == round(n0 * budget.FIRST_LEG) >= budget.MIN_FIRST_LEG
+    # The rate: the loop's seconds between its first and last metrics rows of leg 1 / the model's.
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    leg1 = [r for r in rows if r["step"] <= k]
+    a, b = leg1[0], leg1[-1]
+    assert b["step"] == k
+    model_s = cost(n0, a["step"], 1.05) - cost(n0, b["step"], 1.05)  # steps a..b-1 (0-based) of the n0 plan
+    assert plan["rate"] == pytest.approx((b["elapsed_s"] - a["elapsed_s"]) / model_s, rel=1e-9)
+    scale = 1.05 * plan["rate"]
+    left = plan["seconds_left"]
+    assert cost(n1, k, scale) <= left * 0.5 + 1e-6 < cost(n1 + 1, k, scale) + 0.01  # seconds_left is rounded to 0.01
+    # The second leg resumed the first leg's checkpoint and ran to the new end.
+    assert result.steps == n1 and result.stopped is None
+    assert (tmp_path / "run" / "checkpoints" / f"step_{k:07d}").is_dir()
+    assert load_config(tmp_path / "run" / "config.yaml").train.max_steps == n1
+    steps = [r["step"] for r in rows]
+    assert steps == sorted(set(steps)) and steps[-1] == n1 and k in steps
+    for r in rows:  # each leg's learning rates follow its own plan
+        n = n0 if r["step"] <= k else n1
+        assert r["lr"] == pytest.approx(cfg.train.lr * lr_factor(r["step"] - 1, n, cfg.train.warmup, cfg.train.cooldown,
+                                                                 cfg.train.min_lr_factor), rel=1e-12)
+    assert result.val["val_loss_masked"] > 0  # validated once, at the end
+    assert len(result.history) == len(rows)
 
 
 @pytest.mark.parametrize("packing", ["stream", "official"])

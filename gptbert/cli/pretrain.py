@@ -16,11 +16,13 @@ import time
 from pathlib import Path
 
 from .. import memory, paths
-from ..calibrate import fit_steps_to_words, steps_for_budget, words_per_row_token
+from .budget import train_in_budget
+from ..calibrate import fit_steps_to_words, measure_step_costs, words_per_row_token
 from ..config import SECTIONS, load_config, preset_names
 from ..corpus import corpus_stats_line, find_corpus_files, prepare_corpus, read_documents
 from ..distributed import pick_device
 from ..errors import GPTBertError
+from ..io import atomic_write_json
 from ..eval.report import summary_table
 from ..eval.suite import check_task_names, run_suite
 from ..precision import resolve_precision
@@ -136,16 +138,14 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     cfg.train.data = str(data_dir)
     cfg.train.tokenizer = str(tok_path)
     cfg.train.out_dir = str(out / "train")
-    spent = (time.perf_counter() - t_all) / 60
-    budget = max(args.minutes - spent, 0.05)
-    steps = steps_for_budget(cfg, budget * 60 * 0.92)
-    memory.release()  # the calibration's freed activations: not kept through training (or by its data worker)
-    cfg.train.max_steps = steps
-    cfg.train.time_budget = budget
     cfg.validate("quickstart")
-    print(f"[3/4] train: {steps} steps (~{budget * 60 * 0.92 / steps:.2f}s each) in a {budget:.1f}-minute budget, "
+    costs = measure_step_costs(cfg)  # inside --minutes, like steps 1-2
+    memory.release()  # the calibration's freed activations: not kept through training (or by its data worker)
+    budget = max(args.minutes - (time.perf_counter() - t_all) / 60, 0.05)
+    print(f"[3/4] train in the {budget:.1f} minutes left, "
           f"{resolve_precision(cfg.train.precision, pick_device(cfg.train.device))}, causal:masked rows = {cfg.objective.causal_ratio:.4f}")
-    result = train(cfg)
+    result, plan = train_in_budget(cfg, budget, costs)
+    atomic_write_json(out / "budget.json", plan)
     memory.release()  # training's freed memory, before the evaluation loads the checkpoint
     if result.stopped in STOP_SIGNALS:
         return _stopped_message(result, Path(cfg.train.out_dir))
@@ -164,7 +164,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     return exits.OK
 
 
-QUICKSTART_ITEMS = ("tokenizer.json", "data", "train", "eval")
+QUICKSTART_ITEMS = ("tokenizer.json", "data", "budget.json", "train", "eval")
 
 
 def _check_quickstart_out(out: Path, overwrite: bool) -> None:
