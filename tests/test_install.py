@@ -80,6 +80,9 @@ def test_quickstart_and_eval_from_outside_the_repo(installed):
     assert "[4/4] done" in res.stdout and "mini" in res.stdout, res.stdout
     ck = json.loads((cwd / "qs" / "eval" / "results.json").read_text())
     assert set(ck["tasks"]["mini"]) == {"causal", "mntp", "fused"}
+    plan = json.loads((cwd / "qs" / "budget.json").read_text())  # a short plan: one leg, as planned
+    assert plan["first_leg_steps"] is None and plan["steps"] == plan["planned_steps"] >= 1
+    assert f"max_steps: {plan['steps']}\n" in (cwd / "qs" / "train" / "config.yaml").read_text()
 
     res = _run([*cli, "eval", "qs", "--tasks", str(tasks), "--modes", "causal", "--out", "ev", "--no-progress",
                 "--precision", "fp32", "--data-dir", "tasks"], cwd, env)
