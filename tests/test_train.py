@@ -528,6 +528,7 @@ def test_budgeted_run_plans_again_after_its_first_leg(prepared, tmp_path, monkey
     assert cost(n1, k, scale) <= left * 0.5 + 1e-6 < cost(n1 + 1, k, scale) + 0.01  # seconds_left is rounded to 0.01
     # The second leg resumed the first leg's checkpoint and ran to the new end.
     assert result.steps == n1 and result.stopped is None
+    assert plan["trained_steps"] == n1 and plan["stopped"] is None
     assert (tmp_path / "run" / "checkpoints" / f"step_{k:07d}").is_dir()
     assert load_config(tmp_path / "run" / "config.yaml").train.max_steps == n1
     steps = [r["step"] for r in rows]

@@ -89,4 +89,5 @@ def train_in_budget(cfg: RunConfig, minutes: float, costs: StepCosts | None = No
     cfg.train.time_budget = max(left, 1.0) / 60
     second = train(cfg, resume="auto")
     result = dataclasses.replace(second, seconds=first.seconds + second.seconds, history=first.history + second.history)
+    plan.update(trained_steps=result.steps, stopped=result.stopped)  # stopped: None when the schedule ended
     return result, plan

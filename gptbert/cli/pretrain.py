@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 from .. import memory, paths
-from .budget import train_in_budget
 from ..calibrate import fit_steps_to_words, measure_step_costs, words_per_row_token
 from ..config import SECTIONS, load_config, preset_names
 from ..corpus import corpus_stats_line, find_corpus_files, prepare_corpus, read_documents
@@ -29,6 +28,7 @@ from ..precision import resolve_precision
 from ..pretrained import load
 from ..tokenizer import train_tokenizer
 from . import exits
+from .budget import train_in_budget
 from ..train import format_losses, train, unigram_entropy
 
 
