@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -82,12 +82,14 @@ OVERHEAD = 1.05  # data loading, logging, the target bookkeeping of the real los
 @dataclass
 class StepCosts:
     """What a training step costs: seconds per token of forward + backward at each row length,
-    plus one update per step, times `scale` (the loop's overheads; or, after a first stretch of
-    the real run, what that stretch measured against this model: `rescaled`)."""
+    plus one update per step, times `scale` (the loop's overheads; or, after a stretch of the real
+    run, what that stretch measured against this model: `rescaled`), times `rates[T]` for the
+    row lengths whose own rate was measured (1 for the others)."""
 
     per_token: dict[int, float]  # row length -> seconds per token of forward + backward
     update: float  # seconds of clipping + LAMB + zeroing + EMA, once per step
     scale: float = OVERHEAD
+    rates: dict[int, float] = field(default_factory=dict)  # row length -> extra factor on its steps
 
     def seconds(self, cfg: RunConfig, n: int, start: int = 0, stop: int | None = None) -> float:
         """Seconds of steps [start, stop) of an n-step schedule (the shapes depend on n)."""
@@ -96,7 +98,8 @@ class StepCosts:
         total = 0.0
         for s in range(start, n if stop is None else stop):
             shape = step_shape(s, trial)
-            total += shape.tokens * self.per_token[shape.seq_length] + self.update
+            step = shape.tokens * self.per_token[shape.seq_length] + self.update
+            total += step * self.rates.get(shape.seq_length, 1.0)
         return total * self.scale
 
     def fit(self, cfg: RunConfig, seconds: float, done: int = 0) -> int:
@@ -109,8 +112,11 @@ class StepCosts:
             lo, hi = (mid, hi) if self.seconds(cfg, mid, done) < seconds else (lo, mid)
         return lo
 
-    def rescaled(self, factor: float) -> "StepCosts":
-        return StepCosts(dict(self.per_token), self.update, self.scale * factor)
+    def rescaled(self, factor: float, by_length: dict[int, float] | None = None) -> "StepCosts":
+        """This model with every step `factor` times slower, except the row lengths in `by_length`,
+        whose steps are by_length[T] times slower instead (factors relative to this model)."""
+        rates = {T: self.rates.get(T, 1.0) * r / factor for T, r in (by_length or {}).items()}
+        return StepCosts(dict(self.per_token), self.update, self.scale * factor, {**self.rates, **rates})
 
 
 def measure_step_costs(cfg: RunConfig) -> StepCosts:

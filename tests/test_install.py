@@ -81,11 +81,15 @@ def test_quickstart_and_eval_from_outside_the_repo(installed):
     ck = json.loads((cwd / "qs" / "eval" / "results.json").read_text())
     assert set(ck["tasks"]["mini"]) == {"causal", "mntp", "fused"}
     plan = json.loads((cwd / "qs" / "budget.json").read_text())  # the plan the run folder follows
+    legs = plan["legs"]
     if plan["first_leg_steps"] is None:  # one leg: as first planned
-        assert plan["steps"] == plan["planned_steps"] >= 1
-    else:  # planned again after the first leg
-        assert plan["first_leg_steps"] == round(plan["planned_steps"] * 0.1) and plan["steps"] > plan["first_leg_steps"]
-        assert (cwd / "qs" / "train" / "checkpoints" / f"step_{plan['first_leg_steps']:07d}").is_dir()
+        assert len(legs) == 1 and plan["steps"] == plan["planned_steps"] >= 1
+    else:  # planned again after each leg; each leg resumed the one before
+        assert legs[0]["to_step"] == plan["first_leg_steps"] and legs[0]["plan_steps"] == plan["planned_steps"]
+        for a, b in zip(legs, legs[1:]):
+            assert b["from_step"] == a["to_step"] and b["plan_steps"] == a["next_plan_steps"]
+        assert (cwd / "qs" / "train" / "checkpoints" / f"step_{legs[-1]['from_step']:07d}").is_dir()
+    assert legs[-1]["to_step"] == plan["trained_steps"] and legs[-1]["plan_steps"] == plan["steps"]
     assert f"max_steps: {plan['steps']}\n" in (cwd / "qs" / "train" / "config.yaml").read_text()
 
     res = _run([*cli, "eval", "qs", "--tasks", str(tasks), "--modes", "causal", "--out", "ev", "--no-progress",

@@ -489,52 +489,90 @@ def test_step_costs_time_the_update_apart(tmp_path):
         assert 0 < per_token < 1 and 0 < update < 10
 
 
-def test_budgeted_run_plans_again_after_its_first_leg(prepared, tmp_path, monkeypatch):
-    """train_in_budget: plan n0 steps from the cost model, train the first 10% under that plan,
-    measure the loop against the model on those steps, fit the rest of the budget at that rate,
-    and resume the first leg's checkpoint with the new length. The run's steps, checkpoints,
-    metrics, learning rates and config.yaml all follow the re-plan."""
+def test_budgeted_run_plans_again_at_each_leg(prepared, tmp_path, monkeypatch):
+    """train_in_budget: plan n0 steps from the cost model, then train in legs that end at the
+    re-plan points (fractions of the current plan); after each leg measure the loop against the
+    model on that leg's steps (overall and per row length), fit the rest of the budget at those
+    rates without moving the next step to another row length, and resume with the new length.
+    Every number is recomputed here by hand from the metrics rows and the cost model."""
     from gptbert.cli import budget
     from gptbert.calibrate import StepCosts
     from gptbert.config import load_config
     from gptbert.optim import lr_factor
 
-    # Leg 2 aims at half the time left, so a loaded CI machine still finishes it before the hard stop.
+    # Each leg aims at half the time left, so a loaded CI machine still finishes before the hard stop;
+    # legs of 5 steps, so that this short run re-plans at most of its points even on a slow machine.
     monkeypatch.setattr(budget, "REPLAN_MARGIN", 0.5)
-    cfg = tiny_config(prepared["data"], tmp_path / "run", prepared["vocab_size"], log_every=5)
+    monkeypatch.setattr(budget, "MIN_LEG", 5)
+    cfg = tiny_config(prepared["data"], tmp_path / "run", prepared["vocab_size"], log_every=3, keep_last=10)
     per_token = {32: 8e-5, 64: 1.2e-4, 128: 2e-4}
     costs = StepCosts(per_token, 0.008)
     minutes = 10.0 / 60
     result, plan = budget.train_in_budget(cfg, minutes, costs, log=lambda s: None)
 
-    def cost(n, start, scale):  # seconds of steps [start, n) of an n-step schedule, by hand
-        trial = copy.deepcopy(cfg)
-        trial.train.max_steps = n
-        return scale * sum(step_shape(s, trial).tokens * per_token[step_shape(s, trial).seq_length] + 0.008
-                           for s in range(start, n))
+    trial = copy.deepcopy(cfg)
 
-    n0, k, n1 = plan["planned_steps"], plan["first_leg_steps"], plan["steps"]
-    assert cost(n0, 0, 1.05) <= 10.0 * budget.PLAN_MARGIN < cost(n0 + 1, 0, 1.05)
-    assert k == round(n0 * budget.FIRST_LEG) >= budget.MIN_FIRST_LEG
-    # The rate: the loop's seconds between its first and last metrics rows of leg 1 / the model's.
+    def shape(s, n):
+        trial.train.max_steps = n
+        return step_shape(s, trial)
+
+    def step_s(s, n, rates=None, default=1.0):  # one step of an n-step plan, by hand
+        sh = shape(s, n)
+        return 1.05 * (sh.tokens * per_token[sh.seq_length] + 0.008) * (rates or {}).get(sh.seq_length, default)
+
+    def cost(n, start, rates=None, default=1.0):
+        return sum(step_s(s, n, rates, default) for s in range(start, n))
+
+    n0 = plan["planned_steps"]
+    assert cost(n0, 0) <= 10.0 * budget.PLAN_MARGIN < cost(n0 + 1, 0)
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    leg1 = [r for r in rows if r["step"] <= k]
-    a, b = leg1[0], leg1[-1]
-    assert b["step"] == k
-    model_s = cost(n0, a["step"], 1.05) - cost(n0, b["step"], 1.05)  # steps a..b-1 (0-based) of the n0 plan
-    assert plan["rate"] == pytest.approx((b["elapsed_s"] - a["elapsed_s"]) / model_s, rel=1e-9)
-    scale = 1.05 * plan["rate"]
-    left = plan["seconds_left"]
-    assert cost(n1, k, scale) <= left * 0.5 + 1e-6 < cost(n1 + 1, k, scale) + 0.01  # seconds_left is rounded to 0.01
-    # The second leg resumed the first leg's checkpoint and ran to the new end.
-    assert result.steps == n1 and result.stopped is None
-    assert plan["trained_steps"] == n1 and plan["stopped"] is None
-    assert (tmp_path / "run" / "checkpoints" / f"step_{k:07d}").is_dir()
-    assert load_config(tmp_path / "run" / "config.yaml").train.max_steps == n1
+    legs = plan["legs"]
+    assert len(legs) >= 3  # stops at (most of) 10%, 50%, 80% and 95% of the plan in force, then the end
+    assert legs[0]["from_step"] == 0 and legs[0]["plan_steps"] == n0
+    points = list(budget.REPLAN_AT)
+
+    def next_stop(n, done):  # the first point left >= 5 steps after done and >= 5 before the end
+        while points:
+            k = round(points.pop(0) * n)
+            if k - done >= 5 and n - k >= 5:
+                return k
+        return None
+
+    for i, leg in enumerate(legs[:-1]):
+        n, done, k = leg["plan_steps"], leg["from_step"], leg["to_step"]
+        assert k == next_stop(n, done) and k - done >= 5
+        # The rates: loop seconds between consecutive metrics rows of this leg / the model's seconds.
+        mine = [r for r in rows if done < r["step"] <= k]
+        spent, model = {}, {}
+        for a, b in zip(mine, mine[1:]):
+            lengths = {shape(s, n).seq_length for s in range(a["step"], b["step"])}
+            keys = ["all", *lengths] if len(lengths) == 1 else ["all"]
+            for key in keys:
+                spent[key] = spent.get(key, 0) + b["elapsed_s"] - a["elapsed_s"]
+                model[key] = model.get(key, 0) + sum(step_s(s, n) for s in range(a["step"], b["step"]))
+        assert leg["rate"] == pytest.approx(spent["all"] / model["all"], rel=1e-9)
+        by_length = {T: spent[T] / model[T] for T in spent if T != "all"}
+        assert {int(T): r for T, r in leg["rates_by_length"].items()} == pytest.approx(by_length, rel=1e-9)
+        # The new plan: a fit of half the time left at those rates (a step more would not fit; the
+        # cost is not monotone in n, as rows shift between lengths, so any such n is a fit), moved
+        # only as far as it takes to keep step k at its row length.
+        target, fit, new = leg["seconds_left"] * 0.5, leg["fitted_steps"], leg["next_plan_steps"]
+        assert cost(fit, k, by_length, leg["rate"]) < target + 0.01 <= cost(fit + 1, k, by_length, leg["rate"]) + 0.02
+        assert shape(k, new).seq_length == shape(k, n).seq_length
+        moved_over = range(new + 1, fit + 1) if new < fit else range(fit, new)  # empty when not moved
+        assert all(shape(k, m).seq_length != shape(k, n).seq_length for m in moved_over)
+        assert legs[i + 1]["from_step"] == k and legs[i + 1]["plan_steps"] == new
+        assert (tmp_path / "run" / "checkpoints" / f"step_{k:07d}").is_dir()
+    # The last leg resumed the previous one's checkpoint and ran to the end of the last plan.
+    n_last = legs[-1]["plan_steps"]
+    assert next_stop(n_last, legs[-1]["from_step"]) is None
+    assert plan["steps"] == n_last == result.steps == legs[-1]["to_step"] and result.stopped is None
+    assert plan["trained_steps"] == n_last and plan["stopped"] is None and plan["first_leg_steps"] == legs[0]["to_step"]
+    assert load_config(tmp_path / "run" / "config.yaml").train.max_steps == n_last
     steps = [r["step"] for r in rows]
-    assert steps == sorted(set(steps)) and steps[-1] == n1 and k in steps
+    assert steps == sorted(set(steps)) and steps[-1] == n_last
     for r in rows:  # each leg's learning rates follow its own plan
-        n = n0 if r["step"] <= k else n1
+        n = next(leg["plan_steps"] for leg in legs if leg["from_step"] < r["step"] <= leg["to_step"])
         assert r["lr"] == pytest.approx(cfg.train.lr * lr_factor(r["step"] - 1, n, cfg.train.warmup, cfg.train.cooldown,
                                                                  cfg.train.min_lr_factor), rel=1e-12)
     assert result.val["val_loss_masked"] > 0  # validated once, at the end
