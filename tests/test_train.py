@@ -531,10 +531,10 @@ def test_budgeted_run_plans_again_at_each_leg(prepared, tmp_path, monkeypatch):
     assert legs[0]["from_step"] == 0 and legs[0]["plan_steps"] == n0
     points = list(budget.REPLAN_AT)
 
-    def next_stop(n, done):  # the first point left >= 5 steps after done and >= 5 before the end
+    def next_stop(n, done):  # the first point left >= 5 steps after done and >= MIN_TAIL before the end
         while points:
             k = round(points.pop(0) * n)
-            if k - done >= 5 and n - k >= 5:
+            if k - done >= 5 and n - k >= budget.MIN_TAIL:
                 return k
         return None
 

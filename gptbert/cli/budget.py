@@ -14,7 +14,10 @@ still ended at 98.4% of its steps (README "Planning a budget").
 So a budgeted run trains in legs:
 1. plan n steps from the timed costs in PLAN_MARGIN of the budget;
 2. train up to the next point of REPLAN_AT (a fraction of the current plan: the first 10%, then
-   the middle of each row-length phase, 64 -> 128 -> 256 tokens at 70% and 90%);
+   the middle of each row-length phase, 64 -> 128 -> 256 tokens at 70% and 90%). The first steps
+   of a new row length are slow (new allocations and kernel choices: one 10-step interval across
+   the 128 -> 256 change took 1.5x the estimate in a 10-minute run), and the last phase's rate is
+   only known once it has started, so the last point is kept even when few steps follow it;
 3. compare the loop's own seconds on that leg (between its metrics rows, so each leg's warm-up
    is left out) with the cost model's estimate for the same steps: one rate for the whole leg,
    and one per row length the leg ran at. Rescale the model by them (the latest leg's rate for a
@@ -43,7 +46,8 @@ from ..train import TrainResult, train
 
 PLAN_MARGIN = 0.92  # the first plan's share of the budget: a fresh timing is off by up to ~10%
 REPLAN_AT = (0.1, 0.5, 0.8, 0.95)  # fractions of the current plan where it is fitted again
-MIN_LEG = 20  # steps: a re-plan point closer than this to the previous one or to the end is skipped
+MIN_LEG = 20  # steps: a re-plan point closer than this to the previous one is skipped
+MIN_TAIL = 5  # steps: and one closer than this to the end (the last point fits the last phase's own rate)
 REPLAN_MARGIN = 0.97  # each later plan's share of the time left (its model is measured on this run)
 
 
@@ -91,10 +95,10 @@ def _keep_phase(cfg: RunConfig, done: int, old: int, new: int) -> int:
 
 def _next_stop(points: list[float], n: int, done: int) -> int | None:
     """Pop the re-plan points (fractions of an n-step plan) up to the first one at least MIN_LEG
-    steps after `done` and before the end; its step, or None when no point is left."""
+    steps after `done` and MIN_TAIL before the end; its step, or None when no point is left."""
     while points:
         k = round(points.pop(0) * n)
-        if k - done >= MIN_LEG and n - k >= MIN_LEG:
+        if k - done >= MIN_LEG and n - k >= MIN_TAIL:
             return k
     return None
 
