@@ -523,6 +523,9 @@ def test_budgeted_run_plans_again_at_each_leg(prepared, tmp_path, monkeypatch):
     def cost(n, start, rates=None, default=1.0):
         return sum(step_s(s, n, rates, default) for s in range(start, n))
 
+    def cost_between(n, start, stop, rates, default):
+        return sum(step_s(s, n, rates, default) for s in range(start, stop))
+
     n0 = plan["planned_steps"]
     assert cost(n0, 0) <= 10.0 * budget.PLAN_MARGIN < cost(n0 + 1, 0)
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -556,7 +559,11 @@ def test_budgeted_run_plans_again_at_each_leg(prepared, tmp_path, monkeypatch):
         # The new plan: a fit of half the time left at those rates (a step more would not fit; the
         # cost is not monotone in n, as rows shift between lengths, so any such n is a fit), moved
         # only as far as it takes to keep step k at its row length.
-        target, fit, new = leg["seconds_left"] * 0.5, leg["fitted_steps"], leg["next_plan_steps"]
+        # The leg's overhead: its wall time less its steps at the measured rates.
+        assert leg["overhead_s"] == pytest.approx(max(leg["wall_s"] - cost_between(n, done, k, by_length, leg["rate"]), 0),
+                                                  abs=2e-3)
+        target = (leg["seconds_left"] - leg["overhead_s"]) * 0.5
+        fit, new = leg["fitted_steps"], leg["next_plan_steps"]
         assert cost(fit, k, by_length, leg["rate"]) < target + 0.01 <= cost(fit + 1, k, by_length, leg["rate"]) + 0.02
         assert shape(k, new).seq_length == shape(k, n).seq_length
         moved_over = range(new + 1, fit + 1) if new < fit else range(fit, new)  # empty when not moved

@@ -22,7 +22,9 @@ So a budgeted run trains in legs:
    is left out) with the cost model's estimate for the same steps: one rate for the whole leg,
    and one per row length the leg ran at. Rescale the model by them (the latest leg's rate for a
    length it has not seen yet) and fit the rest of the schedule into REPLAN_MARGIN of the time
-   left. The new length never moves the next step into another row-length phase (`_keep_phase`),
+   left, less what the leg cost beyond its steps at those rates (setup, resume, the first steps'
+   warm-up, the checkpoint), which the next leg pays again: ~3 s in a 10-minute quickstart whose
+   last leg had 36 s. The new length never moves the next step into another row-length phase (`_keep_phase`),
    so the rows only ever grow. Each leg resumes the previous leg's checkpoint: an ordinary resume.
 
 What this trades: every leg ran under its own plan (warmup, batch ramp, cosine and phases are
@@ -124,20 +126,28 @@ def train_in_budget(cfg: RunConfig, minutes: float, costs: StepCosts | None = No
         stop = _next_stop(points, n, done)
         cfg.train.max_steps = n
         cfg.train.time_budget = max(budget_s - (time.perf_counter() - t0), 1.0) / 60
+        t_leg = time.perf_counter()
         leg = train(cfg, resume="auto" if done else None,
                     max_steps_to_run=None if stop is None else stop - done, validate=stop is None)
+        wall = time.perf_counter() - t_leg
         legs.append(leg)
-        record = {"from_step": done, "to_step": leg.steps, "plan_steps": n, "seconds": round(leg.seconds, 2)}
+        record = {"from_step": done, "to_step": leg.steps, "plan_steps": n, "seconds": round(leg.seconds, 2),
+                  "wall_s": round(wall, 3)}
         plan["legs"].append(record)
         if stop is None or leg.stopped is not None:  # the end, a signal, or the budget itself
             break
         rate, by_length = leg_rates(leg, costs, cfg, done)
+        measured = costs.rescaled(rate, by_length)
+        # What the leg cost beyond its steps at the measured rates: setup, resume, the first steps'
+        # warm-up, the checkpoint. The next leg pays it again, so it comes out of the time left.
+        overhead = max(wall - measured.seconds(cfg, n, done, leg.steps), 0.0)
         left = budget_s - (time.perf_counter() - t0)
         done = leg.steps
-        fitted = costs.rescaled(rate, by_length).fit(cfg, left * REPLAN_MARGIN, done=done)
+        fitted = measured.fit(cfg, (left - overhead) * REPLAN_MARGIN, done=done)
         new = _keep_phase(cfg, done, n, fitted)
         record.update(rate=rate, rates_by_length={str(T): r for T, r in by_length.items()},
-                      seconds_left=round(left, 2), fitted_steps=fitted, next_plan_steps=new)
+                      overhead_s=round(overhead, 3), seconds_left=round(left, 2), fitted_steps=fitted,
+                      next_plan_steps=new)
         lengths = "".join(f", {T}-token rows {r:.2f}x" for T, r in sorted(by_length.items()))
         log(f"      after {done} steps: the loop ran at {rate:.2f}x the timed estimate{lengths}, so {new} steps in all")
         n = new
