@@ -249,9 +249,45 @@ def dropout(x: Tensor, p: float) -> Tensor | None:
     (torch.utils.checkpoint with preserve_rng_state) redraws the same mask, and no mask is kept
     for backward: it is rebuilt from the seed, one pass over the gradient.
     """
-    if not (x.device.type == "cpu" and x.dtype in _SUFFIX and x.numel() > 0
-            and not torch.compiler.is_compiling() and library() is not None):
+    if not _native_ok(x):
         return None
     seed = int(torch.randint(0, 2**32, (1,), dtype=torch.int64))
     threshold, rate = dropout_threshold(p)
     return _Dropout.apply(x, seed, threshold, 1.0 / rate)
+
+
+def _native_ok(x: Tensor) -> bool:
+    return (x.device.type == "cpu" and x.dtype in _SUFFIX and x.numel() > 0
+            and not torch.compiler.is_compiling() and library() is not None)
+
+
+class _DropoutMatmul(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, v: Tensor, seed: int, threshold: int, scale: float) -> Tensor:
+        ctx.args = (seed, threshold, scale)
+        ctx.save_for_backward(x, v)  # x, not dropout(x): the attention softmax keeps x anyway
+        return _dropout_pass(x, seed, threshold, scale) @ v
+
+    @staticmethod
+    def backward(ctx, dy: Tensor):
+        x, v = ctx.saved_tensors
+        dropped = _dropout_pass(x, *ctx.args)  # rebuilt from the seed: one pass
+        dv = dropped.transpose(-1, -2) @ dy
+        dx = _dropout_pass(dy @ v.transpose(-1, -2), *ctx.args)
+        return dx, dv, None, None, None
+
+
+def dropout_matmul(x: Tensor, v: Tensor, p: float) -> Tensor | None:
+    """`dropout(x, p) @ v` (same seed draw, mask and products as the two ops apart) without keeping
+    dropout(x) for backward; None where native code cannot run.
+
+    For the attention probabilities: the softmax keeps its output x for its own backward, and the
+    product with the values would keep dropout(x), a second (B, H, T, T) tensor, for the gradient
+    of v. Here backward rebuilds dropout(x) from x and the seed instead (one native pass): at T=512
+    that is 24 MB a layer for the small model's micro-batch of 8 rows (docs/performance.md).
+    """
+    if x.dtype != v.dtype or not _native_ok(x):
+        return None
+    seed = int(torch.randint(0, 2**32, (1,), dtype=torch.int64))
+    threshold, rate = dropout_threshold(p)
+    return _DropoutMatmul.apply(x, v, seed, threshold, 1.0 / rate)

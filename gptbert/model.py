@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .config import ModelConfig
-from .fused import dropout, dropout_threshold, geglu
+from .fused import dropout, dropout_matmul, dropout_threshold, geglu
 
 
 # ---------------------------------------------------------------------------
@@ -150,6 +150,16 @@ class Dropout(nn.Module):
         # Scale x (in fp32 arithmetic, one rounding), then zero: a bf16 mask scaled first would
         # round 1/0.9 to 1.109 and shrink every kept bf16 activation by 0.16%.
         return x.mul(1.0 / rate).mul_(keep)
+
+    def then_matmul(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """`self(x) @ v`. On the native CPU path the dropped x is not kept for backward but rebuilt
+        from x and the seed (`fused.dropout_matmul`): for the attention probabilities, whose
+        softmax keeps x anyway, that saves one (B, H, T, T) tensor a layer."""
+        if self.training and self.p > 0.0 and x.device.type == "cpu":
+            y = dropout_matmul(x, v, self.p)
+            if y is not None:
+                return y
+        return self(x) @ v
 
 
 # ---------------------------------------------------------------------------
@@ -269,7 +279,7 @@ class Attention(nn.Module):
             probs = scores.softmax(-1)
         else:  # inference: no backward to feed, and the fp32 softmax kernel is the faster one here
             probs = scores.float().softmax(-1)
-        return self.dropout(probs).to(v.dtype) @ v  # (B, H, T, D)
+        return self.dropout.then_matmul(probs.to(v.dtype), v)  # (B, H, T, D)
 
     def _position_index(self, T: int, device: torch.device) -> torch.Tensor:
         if T > self.position_indices.shape[0]:

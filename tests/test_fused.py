@@ -141,3 +141,56 @@ def test_dropout_returns_none_where_native_code_cannot_run(monkeypatch):
     monkeypatch.setattr(native, "_libs", {})
     monkeypatch.setenv("GPTBERT_NATIVE", "0")
     assert fused.dropout(torch.ones(4, 4), 0.1) is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dropout_matmul_equals_dropout_then_matmul(dtype):
+    """fused.dropout_matmul(x, v, p) draws the same seed and gives the same product and gradients as
+    fused.dropout(x, p) @ v, bit for bit, without keeping dropout(x) for backward."""
+    _needs_native()
+    torch.manual_seed(0)
+    x0 = torch.randn(2, 3, 40, 40).softmax(-1).to(dtype)
+    v0 = torch.randn(2, 3, 40, 16).to(dtype)
+    dy = torch.randn(2, 3, 40, 16).to(dtype)
+    runs = []
+    for fn in (lambda x, v: fused.dropout(x, 0.25) @ v, lambda x, v: fused.dropout_matmul(x, v, 0.25)):
+        x, v = x0.clone().requires_grad_(), v0.clone().requires_grad_()
+        torch.manual_seed(1)
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+            y = fn(x, v)
+        y.backward(dy)
+        runs.append((y, x.grad, v.grad, saved))
+    (ya, dxa, dva, saved_a), (yb, dxb, dvb, saved_b) = runs
+    assert torch.equal(ya, yb) and torch.equal(dxa, dxb) and torch.equal(dva, dvb)
+    assert float((yb == 0).float().mean()) == 0.0 and float(dxb.eq(0).float().mean()) > 0.15  # some dropped
+    # The two-op path keeps dropout(x) (a new (.., T, T) tensor); the fused one keeps only x and v.
+    assert any(t.numel() == x0.numel() and t.data_ptr() != x.data_ptr() for t in saved_a)
+    assert {t.data_ptr() for t in saved_b} == {x.data_ptr(), v.data_ptr()}
+
+
+def test_training_attention_keeps_one_probability_tensor_a_layer():
+    """In training with attention dropout on the CPU, each layer keeps one (B, H, T, T) bf16/fp32 tensor
+    for backward (the softmax's output), not a second one for the dropped probabilities."""
+    _needs_native()
+    from gptbert.config import ModelConfig
+    from gptbert.model import GPTBERT
+
+    cfg = ModelConfig(vocab_size=300, hidden_size=32, num_layers=3, num_heads=2, intermediate_size=48,
+                      dropout=0.1, attention_dropout=0.1)
+    torch.manual_seed(0)
+    model = GPTBERT(cfg).train()
+    B, T = 3, 20
+    ids = torch.randint(16, 300, (B, T))
+    saved = {}  # storage -> a tensor that uses it (views of one storage count once)
+
+    def pack(t):
+        saved.setdefault(t.untyped_storage().data_ptr(), t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(ids).float().sum().backward()
+    H = cfg.num_heads
+    square = [t for t in saved.values()
+              if t.is_floating_point() and tuple(t.shape[-2:]) == (T, T) and t.numel() == B * H * T * T]
+    assert len(square) == cfg.num_layers, [tuple(t.shape) for t in square]
