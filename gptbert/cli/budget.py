@@ -30,7 +30,7 @@ So a budgeted run trains in legs:
 What this trades: every leg ran under its own plan (warmup, batch ramp, cosine and phases are
 fractions of it), so the run folder's config.yaml (the last plan) reproduces the run exactly from
 the last leg's checkpoint on, not from step 0; `plan` (the quickstart writes it to budget.json)
-records every leg. Each leg boundary costs a checkpoint and a restart of the loop (~1-2 s on the
+records every leg. Each leg boundary costs a checkpoint and a restart of the loop (1-5 s on the
 quickstart's model); a leg shorter than MIN_LEG steps is not worth one and is merged into the next.
 The trainer's time budget stays a hard stop in every leg.
 """
