@@ -169,10 +169,13 @@ def token_statistics(logits: Tensor, targets: Tensor, temperatures: Sequence[flo
     use_chain = K > 4 and _on_grid(temps)
     for s in range(0, N, chunk_rows):
         lg = logits[s:s + chunk_rows]
-        m = lg.max(dim=-1, keepdim=True).values
+        m = lg.amax(dim=-1, keepdim=True)
         ly = lg.gather(-1, targets[s:s + chunk_rows, None].to(lg.device))
         gap = (ly - m).squeeze(-1)  # <= 0
         gaps[s:s + chunk_rows] = gap
+        if not use_chain and temps == [1.0]:  # T=1 alone: no (N, V) temporary, half the passes over the logits
+            out[s:s + chunk_rows, 0] = ly.squeeze(-1) - torch.logsumexp(lg, dim=-1)
+            continue
         z = lg - m  # <= 0, max 0: sums below are >= 1
         sums = native_sweep.sweep_sums(z) if use_chain and native else None  # the same chain, in C
         if use_chain and sums is None:
