@@ -87,10 +87,16 @@ def leg_rates(leg: TrainResult, costs: StepCosts, cfg: RunConfig, start: int) ->
 
 def _keep_phase(cfg: RunConfig, done: int, old: int, new: int) -> int:
     """`new`, moved just enough that step `done` has the row length it has in an `old`-step plan."""
-    length = step_shape(done, _with_steps(cfg, old)).seq_length
-    while new > done + 1 and step_shape(done, _with_steps(cfg, new)).seq_length < length:
+    trial = _with_steps(cfg, old)
+
+    def length_at(n: int) -> int:
+        trial.train.max_steps = n
+        return step_shape(done, trial).seq_length
+
+    length = length_at(old)
+    while new > done + 1 and length_at(new) < length:
         new -= 1  # a longer plan would send the next steps back to shorter rows
-    while step_shape(done, _with_steps(cfg, new)).seq_length > length:
+    while length_at(new) > length:
         new += 1  # a shorter plan would jump ahead to longer rows
     return new
 
