@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .config import ModelConfig
-from .fused import dropout, dropout_matmul, dropout_threshold, geglu
+from .fused import dropout, dropout_matmul, dropout_threshold, geglu, layer_norm
 
 
 # ---------------------------------------------------------------------------
@@ -166,6 +166,23 @@ class Dropout(nn.Module):
 # Blocks
 
 
+class MatmulNorm(nn.LayerNorm):
+    """A parameter-free LayerNorm whose output feeds a matmul (every norm in the blocks, the head's first).
+
+    Same module (no parameters, same state dict) and same math as `nn.LayerNorm(n, eps,
+    elementwise_affine=False)`. On the CPU `gptbert.fused.layer_norm` writes the output in the
+    matmul's dtype in one pass and keeps that output for backward instead of the input: under bf16
+    autocast the fp32 -> bf16 cast the projection would make is folded in, the attention's two
+    projections share one bf16 copy, and no fp32 input is kept (docs/performance.md).
+    """
+
+    def __init__(self, n: int, eps: float):
+        super().__init__(n, eps, elementwise_affine=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return layer_norm(x, self.eps)
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -174,14 +191,14 @@ class Attention(nn.Module):
         self.head_dim = d // cfg.num_heads
         self.num_buckets = cfg.position_buckets
         self.max_position = cfg.max_position
-        self.pre_layer_norm = nn.LayerNorm(d, cfg.layer_norm_eps, elementwise_affine=False)
+        self.pre_layer_norm = MatmulNorm(d, cfg.layer_norm_eps)
         self.in_proj_qk = nn.Linear(d, 2 * d)  # queries and keys (also of the relative embeddings)
         self.gated = cfg.attention_gate
         if self.gated:
             self.in_proj_vg = nn.Linear(d, 2 * d)  # values and the attention gate
         else:  # ablation: no gate (LTG-BERT / official model.py)
             self.in_proj_v = nn.Linear(d, d)
-        self.post_layer_norm = nn.LayerNorm(d, cfg.layer_norm_eps, elementwise_affine=False)
+        self.post_layer_norm = MatmulNorm(d, cfg.layer_norm_eps)
         self.out_proj = nn.Linear(d, d)
         self.attention_dropout = cfg.attention_dropout
         self.dropout = Dropout(cfg.attention_dropout)  # on relative embeddings (as official)
@@ -342,10 +359,10 @@ class FeedForward(nn.Module):
         super().__init__()
         d, i, eps = cfg.hidden_size, cfg.intermediate_size, cfg.layer_norm_eps
         self.mlp = nn.Sequential(
-            nn.LayerNorm(d, eps, elementwise_affine=False),
+            MatmulNorm(d, eps),
             nn.Linear(d, 2 * i, bias=False),
             GeGLU(),
-            nn.LayerNorm(i, eps, elementwise_affine=False),
+            MatmulNorm(i, eps),
             nn.Linear(i, d, bias=False),
             Dropout(cfg.dropout),
         )
@@ -531,7 +548,7 @@ class PredictionHead(nn.Module):
         super().__init__()
         d = hidden_size
         self.nonlinearity = nn.Sequential(
-            nn.LayerNorm(d, layer_norm_eps, elementwise_affine=False),
+            MatmulNorm(d, layer_norm_eps),
             nn.Linear(d, d),
             nn.GELU(),
             nn.LayerNorm(d, layer_norm_eps, elementwise_affine=False),

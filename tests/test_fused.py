@@ -194,3 +194,58 @@ def test_training_attention_keeps_one_probability_tensor_a_layer():
     square = [t for t in saved.values()
               if t.is_floating_point() and tuple(t.shape[-2:]) == (T, T) and t.numel() == B * H * T * T]
     assert len(square) == cfg.num_layers, [tuple(t.shape) for t in square]
+
+
+def test_layer_norm_fp32_matches_torch_forward_and_backward():
+    """fused.layer_norm (native) = F.layer_norm without affine, values and input gradients, in fp32."""
+    _needs_native()
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn(4, 7, 96, generator=g) * 5 + 3).requires_grad_()
+    dy = torch.randn(4, 7, 96, generator=g)
+    y = fused.layer_norm(x, 1e-7)
+    ref = torch.nn.functional.layer_norm(x, (96,), eps=1e-7)
+    assert y.dtype == torch.float32 and y.grad_fn is not None and "LayerNorm" in type(y.grad_fn).__name__
+    torch.testing.assert_close(y, ref, rtol=0, atol=2e-6)
+    (dx,) = torch.autograd.grad(y, x, dy)
+    (dref,) = torch.autograd.grad(ref, x, dy)
+    torch.testing.assert_close(dx, dref, rtol=0, atol=2e-6)
+    # A row's gradient sums to zero and is orthogonal to its output (the two directions LN removes).
+    assert float(dx.sum(-1).abs().max()) < 1e-5 and float((dx * y).sum(-1).abs().max()) < 1e-4
+
+
+def test_layer_norm_under_bf16_autocast_writes_bf16_and_keeps_its_output_only():
+    """Under CPU bf16 autocast the norm writes bf16 (the next matmul's dtype) from an fp32 input,
+    within one rounding of the fp32 norm; backward returns fp32 for the fp32 input; and it keeps
+    its bf16 output and one fp32 rstd per row for backward, not the fp32 input."""
+    _needs_native()
+    g = torch.Generator().manual_seed(4)
+    x = (torch.randn(6, 40, 64, generator=g) * 2 - 1).requires_grad_()
+    ref = torch.nn.functional.layer_norm(x, (64,), eps=1e-7)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = fused.layer_norm(x, 1e-7)
+    assert y.dtype == torch.bfloat16
+    # within half a bf16 ulp of the fp32 value (plus fp32 noise at the rounding boundary)
+    err = (y.float() - ref).abs()
+    assert bool((err <= ref.abs() * 2.0 ** -8 + 1e-6).all()), float(err.max())
+    assert sorted((str(t.dtype), tuple(t.shape)) for t in saved) == [("torch.bfloat16", (6, 40, 64)),
+                                                                     ("torch.float32", (240,))]
+    assert saved[0].data_ptr() == y.data_ptr() or saved[1].data_ptr() == y.data_ptr()
+    dy = torch.randn(6, 40, 64, generator=g)
+    (dx,) = torch.autograd.grad(y, x, dy.bfloat16())
+    (dref,) = torch.autograd.grad(ref, x, dy.bfloat16().float())
+    assert dx.dtype == torch.float32
+    # backward reads x-hat rounded to bf16: relative error of a few bf16 roundings
+    assert float((dx - dref).norm() / dref.norm()) < 1e-2
+
+
+def test_layer_norm_falls_back_to_torch_without_native_code(monkeypatch):
+    x = torch.randn(3, 8, dtype=torch.float64)
+    torch.testing.assert_close(fused.layer_norm(x, 1e-5), torch.nn.functional.layer_norm(x, (8,), eps=1e-5))
+    monkeypatch.setattr(native, "_libs", {})
+    monkeypatch.setenv("GPTBERT_NATIVE", "0")
+    x = torch.randn(3, 8)
+    y = fused.layer_norm(x, 1e-5)
+    assert y.grad_fn is None or "NativeLayerNorm" in type(y.grad_fn).__name__
+    torch.testing.assert_close(y, torch.nn.functional.layer_norm(x, (8,), eps=1e-5))
