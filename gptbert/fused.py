@@ -1,6 +1,9 @@
-"""Fused elementwise kernels for the model on the CPU: GeGLU and dropout, each one native pass.
+"""Fused kernels for the model on the CPU, each one native pass forward and one backward.
 
-`geglu(x) = a * gelu_tanh(g)` for x = [a, g] (..., 2I) -> (..., I); `dropout(x, p)` (below).
+`geglu(x) = a * gelu_tanh(g)` for x = [a, g] (..., 2I) -> (..., I); `dropout(x, p)` and
+`dropout_matmul(x, v, p)`; `layer_norm(x, eps)` for the parameter-free norms that feed a matmul;
+`attention_probs(qk, c2p, p2c, idx, mask, scale)`, the attention's scale, relative-position bias,
+mask and softmax. Each is described where it is defined, below.
 
 The feed-forward's gate (paper 2.2, as the official code: GELU in its tanh form). In eager
 PyTorch on the CPU this is three passes forward (gelu, mul, and the chunk's strided reads) and
@@ -165,6 +168,101 @@ void NAME(const TO *restrict y, const TO *restrict dy, const float *restrict rst
     }                                                                                        \
 }
 
+/* Attention probabilities with the relative-position bias (paper 2.2), one query row at a time:
+     s_j = qk_ij * scale + ((c2p_i[idx_ij] + p2c_j[idx_ij]) + mask_ij),   p_i = softmax_j(s_i)
+   Slab n = b * H + h: qk and p are (T, T) at n * T * T; c2p and p2c (T, R) rows at b * cb + h * ch;
+   idx (T, T) bucket indices, rows ir apart, at b * ib (ib = 0: one table for every row of the
+   batch); mask (T, T) fp32, rows T apart, at b * mb, or NULL. A mask entry below -1e30 (-inf)
+   drops its key: probability exactly 0 (a row with every key dropped gets NaN, as torch's).
+   Each slab's p2c table is first widened to fp32 in scratch (work: T * R floats), so the row's
+   bias is one scalar gather loop, and the rest of the row (scale, mask, max, exp, sum, store) runs
+   in loops that vectorise: split this way it took 30% less time than one fused loop. */
+#define ATTN_FORWARD(NAME, T_, LOAD, STORE)                                                  \
+void NAME(const T_ *restrict qk, const T_ *restrict c2p, const T_ *restrict p2c,            \
+          const int64_t *restrict idx, const float *restrict mask, T_ *restrict p,           \
+          int64_t lo, int64_t hi, int64_t H, int64_t T, int64_t R, int64_t cb, int64_t ch,   \
+          int64_t ib, int64_t ir, int64_t mb, float scale, float *restrict work) {           \
+    float *row = work, *cf = row + T, *pf = cf + R;                                          \
+    int32_t *xi = (int32_t *)(pf + T * R);                                                   \
+    for (int64_t n = lo; n < hi; n++) {                                                      \
+        int64_t b = n / H, h = n % H;                                                        \
+        const T_ *cs = c2p + b * cb + h * ch, *ps = p2c + b * cb + h * ch;                   \
+        for (int64_t k = 0; k < T * R; k++) pf[k] = LOAD(ps[k]);                             \
+        for (int64_t i = 0; i < T; i++) {                                                    \
+            const T_ *q = qk + (n * T + i) * T, *ci = cs + i * R;                            \
+            const int64_t *xr = idx + b * ib + i * ir;                                       \
+            T_ *out = p + (n * T + i) * T;                                                   \
+            for (int64_t k = 0; k < R; k++) cf[k] = LOAD(ci[k]);                             \
+            for (int64_t j = 0; j < T; j++) xi[j] = (int32_t)xr[j];                          \
+            for (int64_t j = 0; j < T; j++) row[j] = cf[xi[j]] + pf[j * R + xi[j]];          \
+            float mx = -3.0e38f;                                                             \
+            if (mask) {                                                                      \
+                const float *mr = mask + b * mb + i * T;                                     \
+                for (int64_t j = 0; j < T; j++) {                                            \
+                    float m = mr[j];                                                         \
+                    float v = m < -1.0e30f ? -3.0e38f : LOAD(q[j]) * scale + (row[j] + m);   \
+                    row[j] = v;                                                              \
+                    mx = fmaxf(mx, v);                                                       \
+                }                                                                            \
+            } else {                                                                         \
+                for (int64_t j = 0; j < T; j++) {                                            \
+                    float v = LOAD(q[j]) * scale + row[j];                                   \
+                    row[j] = v;                                                              \
+                    mx = fmaxf(mx, v);                                                       \
+                }                                                                            \
+            }                                                                                \
+            float sum = 0.0f;                                                                \
+            for (int64_t j = 0; j < T; j++) {                                                \
+                float e = row[j] < -1.0e38f ? 0.0f : exp_clamped(row[j] - mx);               \
+                row[j] = e;                                                                  \
+                sum += e;                                                                    \
+            }                                                                                \
+            float inv = sum > 0.0f ? 1.0f / sum : NAN;                                       \
+            for (int64_t j = 0; j < T; j++) out[j] = STORE(row[j] * inv);                    \
+        }                                                                                    \
+    }                                                                                        \
+}
+
+/* Backward: ds_j = p_j (dp_j - sum_k p_k dp_k) (the softmax), dqk = ds * scale, and the bias terms'
+   gradients dc2p_i[idx_ij] += ds_j, dp2c_j[idx_ij] += ds_j, summed in fp32 into (S, T, R) buffers
+   the caller zeroed. Slabs are split between threads, so each accumulator has one writer. The
+   row's arithmetic vectorises; the two scatter-adds are one scalar loop after it. */
+#define ATTN_BACKWARD(NAME, T_, LOAD, STORE)                                                 \
+void NAME(const T_ *restrict p, const T_ *restrict dp, const int64_t *restrict idx,         \
+          T_ *restrict dqk, float *restrict dc2p, float *restrict dp2c,                      \
+          int64_t lo, int64_t hi, int64_t H, int64_t T, int64_t R, int64_t ib, int64_t ir,   \
+          float scale, float *restrict work) {                                               \
+    float *ds = work;                                                                        \
+    int32_t *xi = (int32_t *)(ds + T);                                                       \
+    for (int64_t n = lo; n < hi; n++) {                                                      \
+        int64_t b = n / H;                                                                   \
+        float *dcs = dc2p + n * T * R, *dps = dp2c + n * T * R;                              \
+        for (int64_t i = 0; i < T; i++) {                                                    \
+            const T_ *pr = p + (n * T + i) * T, *dr = dp + (n * T + i) * T;                  \
+            const int64_t *xr = idx + b * ib + i * ir;                                       \
+            T_ *out = dqk + (n * T + i) * T;                                                 \
+            float *dci = dcs + i * R;                                                        \
+            float dot = 0.0f;                                                                \
+            for (int64_t j = 0; j < T; j++) dot += LOAD(pr[j]) * LOAD(dr[j]);                \
+            for (int64_t j = 0; j < T; j++) {                                                \
+                float d = LOAD(pr[j]) * (LOAD(dr[j]) - dot);                                 \
+                ds[j] = d;                                                                   \
+                out[j] = STORE(d * scale);                                                   \
+            }                                                                                \
+            for (int64_t j = 0; j < T; j++) xi[j] = (int32_t)xr[j];                          \
+            for (int64_t j = 0; j < T; j++) {                                                \
+                dci[xi[j]] += ds[j];                                                         \
+                dps[j * R + xi[j]] += ds[j];                                                 \
+            }                                                                                \
+        }                                                                                    \
+    }                                                                                        \
+}
+
+ATTN_FORWARD(attn_forward_f32, float, LOAD_F32, STORE_F32)
+ATTN_FORWARD(attn_forward_bf16, uint16_t, LOAD_BF16, STORE_BF16)
+ATTN_BACKWARD(attn_backward_f32, float, LOAD_F32, STORE_F32)
+ATTN_BACKWARD(attn_backward_bf16, uint16_t, LOAD_BF16, STORE_BF16)
+
 LN_FORWARD(ln_forward_f32_f32, float, LOAD_F32, float, STORE_F32)
 LN_FORWARD(ln_forward_f32_bf16, float, LOAD_F32, uint16_t, STORE_BF16)
 LN_FORWARD(ln_forward_bf16_bf16, uint16_t, LOAD_BF16, uint16_t, STORE_BF16)
@@ -187,6 +285,8 @@ _SIGNATURES = {
        for t in ("f32", "bf16")},
     **{f"geglu_forward_{t}": ([_P, _P, _I64, _I64], None) for t in ("f32", "bf16")},
     **{f"geglu_backward_{t}": ([_P, _P, _P, _I64, _I64], None) for t in ("f32", "bf16")},
+    **{f"attn_forward_{t}": ([_P] * 6 + [_I64] * 10 + [ctypes.c_float, _P], None) for t in ("f32", "bf16")},
+    **{f"attn_backward_{t}": ([_P] * 6 + [_I64] * 7 + [ctypes.c_float, _P], None) for t in ("f32", "bf16")},
     **{f"ln_forward_{t}": ([_P, _P, _P, _I64, _I64, ctypes.c_float], None) for t in ("f32_f32", "f32_bf16", "bf16_bf16")},
     **{f"ln_backward_{t}": ([_P, _P, _P, _P, _I64, _I64], None) for t in ("f32_f32", "bf16_f32", "bf16_bf16")},
 }
@@ -396,3 +496,87 @@ def layer_norm(x: Tensor, eps: float) -> Tensor:
     if x.dtype == torch.bfloat16 and out_dtype == torch.float32:
         return F.layer_norm(x, x.shape[-1:], eps=eps)
     return _LayerNorm.apply(x, eps, out_dtype)
+
+
+# ---------------------------------------------------------------------------
+# Attention probabilities with the relative-position bias
+
+
+class _AttentionProbs(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, qk: Tensor, c2p: Tensor, p2c: Tensor, idx: Tensor, mask: Tensor | None, scale: float) -> Tensor:
+        B, H, T, _ = qk.shape
+        R = c2p.shape[-1]
+        qk = qk.contiguous()
+        c2p, p2c = _slabs(c2p), _slabs(p2c)
+        if p2c.stride()[:2] != c2p.stride()[:2]:  # one pair of slab strides for both tables
+            c2p, p2c = c2p.contiguous(), p2c.contiguous()
+        if idx.stride(-1) != 1:
+            idx = idx.contiguous()
+        ib = idx.stride(0) if idx.shape[0] > 1 else 0  # 0: one (T, T) table for every row
+        mb = 0
+        if mask is not None:
+            mask = mask.float().contiguous()  # (1 or B, 1, T, T) additive: 0 / -inf
+            mb = T * T if mask.shape[0] > 1 else 0
+        p = torch.empty_like(qk)
+        fn = getattr(library(), f"attn_forward_{_SUFFIX[qk.dtype]}")
+        ptrs = (qk.data_ptr(), c2p.data_ptr(), p2c.data_ptr(), idx.data_ptr(),
+                None if mask is None else mask.data_ptr(), p.data_ptr())
+        tail = (H, T, R, c2p.stride(0), c2p.stride(1), ib, idx.stride(-2), mb, scale)
+        _split_slabs(B * H, T, 2 * T + R + T * R, lambda lo, hi, work: fn(*ptrs, lo, hi, *tail, work))
+        ctx.save_for_backward(p, idx)  # p: the product with the values keeps it anyway
+        ctx.args = (scale, R, ib, c2p.dtype, p2c.dtype)
+        return p
+
+    @staticmethod
+    def backward(ctx, dp: Tensor):
+        p, idx = ctx.saved_tensors
+        scale, R, ib, c2p_dtype, p2c_dtype = ctx.args
+        B, H, T, _ = p.shape
+        dp = dp.to(p.dtype).contiguous()
+        dqk = torch.empty_like(p)
+        dc2p = torch.zeros((B, H, T, R), dtype=torch.float32)
+        dp2c = torch.zeros((B, H, T, R), dtype=torch.float32)
+        fn = getattr(library(), f"attn_backward_{_SUFFIX[p.dtype]}")
+        ptrs = (p.data_ptr(), dp.data_ptr(), idx.data_ptr(), dqk.data_ptr(), dc2p.data_ptr(), dp2c.data_ptr())
+        tail = (H, T, R, ib, idx.stride(-2), scale)
+        _split_slabs(B * H, T, 2 * T, lambda lo, hi, work: fn(*ptrs, lo, hi, *tail, work))
+        return dqk, dc2p.to(c2p_dtype), dp2c.to(p2c_dtype), None, None, None
+
+
+def _slabs(t: Tensor) -> Tensor:
+    """t (B, H, T, R) whose (T, R) slabs are contiguous (any strides over B and H), else a contiguous copy."""
+    return t if t.stride(-1) == 1 and t.stride(-2) == t.shape[-1] else t.contiguous()
+
+
+def _split_slabs(slabs: int, T: int, scratch: int, run) -> None:
+    """run(lo, hi, work) over slab ranges split between threads, each with `scratch` floats of its own."""
+    workers = max(1, min(torch.get_num_threads(), slabs // max(1, _MIN_ELEMENTS_PER_THREAD // (T * T))))
+    work = torch.empty((workers, scratch), dtype=torch.float32)
+    step = -(-slabs // workers)
+
+    def part(lo: int, hi: int) -> None:
+        if hi > lo:
+            run(lo, hi, work[lo // step].data_ptr())
+
+    native.parallel(part, slabs, min_rows=step)
+
+
+def attention_probs(qk: Tensor, c2p: Tensor, p2c: Tensor, idx: Tensor, mask: Tensor | None,
+                    scale: float) -> Tensor | None:
+    """softmax(qk * scale + bias + mask) for the disentangled attention, in one native pass each way,
+    or None where native code cannot run (the caller's torch path, the same math).
+
+    qk (B, H, T, T) query-key products; c2p, p2c (B, H, T, R) the products of queries with the
+    relative-position keys and of keys with the relative-position queries (already scaled); idx
+    (1 or B, 1, T, T) the bucket of each (query i, key j); mask (1 or B, 1, T, T) additive 0 / -inf.
+    The bias is c2p[i, idx[i, j]] + p2c[j, idx[i, j]] (`Attention._bias`). In eager torch this is
+    two gathers of (B, H, T, T), three adds, a scale and a softmax, and backward two scatter-adds
+    (bf16 sums, 63 buckets), each a pass through memory; here each query row is built, normalised
+    and written once, in fp32, and backward reads the probabilities and their gradient once and
+    sums the bias gradients in fp32. Keeps only the probabilities (and idx) for backward.
+    """
+    if not (_native_ok(qk) and qk.dim() == 4 and c2p.dtype == qk.dtype and p2c.dtype == qk.dtype
+            and idx.dtype == torch.int64 and c2p.shape[-1] == p2c.shape[-1]):
+        return None
+    return _AttentionProbs.apply(qk, c2p, p2c, idx, mask, scale)

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .config import ModelConfig
-from .fused import dropout, dropout_matmul, dropout_threshold, geglu, layer_norm
+from .fused import attention_probs, dropout, dropout_matmul, dropout_threshold, geglu, layer_norm
 
 
 # ---------------------------------------------------------------------------
@@ -287,6 +287,10 @@ class Attention(nn.Module):
         return bias
 
     def _attend(self, q, k, v, c2p, p2c, idx, mask) -> torch.Tensor:
+        # On the CPU: scale, bias, mask and softmax in one native pass each way (fused.attention_probs).
+        probs = attention_probs(q @ k.transpose(-1, -2), c2p, p2c, idx, mask, self.scale)  # (B, H, T, T)
+        if probs is not None:
+            return self.dropout.then_matmul(probs, v)  # (B, H, T, D)
         scores = (q @ k.transpose(-1, -2)) * self.scale + self._bias(c2p, p2c, idx, mask)  # (B, H, T, T)
         if torch.is_grad_enabled():
             # Training: under bf16 autocast the probabilities stay bf16 (the CPU kernel accumulates

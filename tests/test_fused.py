@@ -249,3 +249,112 @@ def test_layer_norm_falls_back_to_torch_without_native_code(monkeypatch):
     y = fused.layer_norm(x, 1e-5)
     assert y.grad_fn is None or "NativeLayerNorm" in type(y.grad_fn).__name__
     torch.testing.assert_close(y, torch.nn.functional.layer_norm(x, (8,), eps=1e-5))
+
+
+def _attention_inputs(dtype, B=3, H=2, T=20, R=63, per_row_idx=False, seed=5):
+    from gptbert.model import relative_position_index
+
+    g = torch.Generator().manual_seed(seed)
+    qk = (torch.randn(B, H, T, T, generator=g) * 4).to(dtype).requires_grad_()
+    # c2p in the layout per_head_product returns: (H, B, ...) storage seen as (B, H, ...)
+    c2p = torch.randn(H, B, T, R, generator=g).to(dtype).transpose(0, 1).requires_grad_()
+    p2c = torch.randn(H, B, T, R, generator=g).to(dtype).transpose(0, 1).requires_grad_()
+    if per_row_idx:  # zero-shot scoring: every row has its own positions (a packed prefix tree)
+        pos = torch.randint(0, 30, (B, T), generator=g)
+        idx = torch.randint(0, R, (B, 1, T, T), generator=g)
+        idx[:, 0] = (pos[:, :, None] - pos[:, None, :]).clamp(-31, 31) + 31
+    else:
+        idx = relative_position_index(T, 32, 512)[None, None]
+    keep = (torch.rand(B, 1, T, T, generator=g) > 0.4) | torch.eye(T, dtype=torch.bool)
+    mask = torch.zeros(B, 1, T, T).masked_fill_(~keep, float("-inf"))
+    return qk, c2p, p2c, idx, mask, keep
+
+
+def _attention_reference(qk, c2p, p2c, idx, mask, scale):
+    """The model's torch path (Attention._bias and the softmax), in float64."""
+    from gptbert.model import Attention
+
+    bias = Attention._bias(c2p.double(), p2c.double(), idx, None if mask is None else mask.double())
+    return (qk.double() * scale + bias).softmax(-1)
+
+
+@pytest.mark.parametrize("per_row_idx", [False, True])
+@pytest.mark.parametrize("masked", [False, True])
+def test_attention_probs_fp32_matches_the_torch_path(per_row_idx, masked):
+    """fused.attention_probs = softmax(qk * scale + gathered bias + mask), values and the gradients of
+    qk, c2p and p2c, against the model's gather path in float64; masked keys get exactly 0."""
+    _needs_native()
+    qk, c2p, p2c, idx, mask, keep = _attention_inputs(torch.float32, per_row_idx=per_row_idx)
+    mask = mask if masked else None
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        p = fused.attention_probs(qk, c2p, p2c, idx, mask, 0.3)
+    ref = _attention_reference(qk, c2p, p2c, idx, mask, 0.3)
+    assert p.dtype == torch.float32 and p.shape == qk.shape
+    torch.testing.assert_close(p.double(), ref, rtol=0, atol=1e-6)
+    if masked:
+        assert bool((p[~keep.expand_as(p)] == 0).all())
+    dy = torch.randn(p.shape, generator=torch.Generator().manual_seed(9))
+    got = torch.autograd.grad(p, (qk, c2p, p2c), dy)
+    want = torch.autograd.grad(ref, (qk, c2p, p2c), dy.double())
+    for a, b in zip(got, want):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a.double(), b.double(), rtol=0, atol=1e-6)
+    # backward keeps the probabilities and the index table only (no (B, H, T, T) scores or bias)
+    assert {t.data_ptr() for t in saved} == {p.data_ptr(), idx.data_ptr()}
+
+
+def test_attention_probs_bf16_rounds_once():
+    """In bf16 the row is computed in fp32 from the bf16 inputs and each probability rounded once:
+    within half a bf16 ulp (plus fp32 noise) of the float64 softmax of the same bf16 inputs."""
+    _needs_native()
+    qk, c2p, p2c, idx, mask, keep = _attention_inputs(torch.bfloat16)
+    p = fused.attention_probs(qk, c2p, p2c, idx, mask, 0.3)
+    ref = _attention_reference(qk, c2p, p2c, idx, mask, 0.3)
+    assert p.dtype == torch.bfloat16
+    assert bool(((p.double() - ref).abs() <= ref.abs() * 2.0 ** -8 + 1e-7).all())
+    (dqk, dc2p, dp2c) = torch.autograd.grad(p, (qk, c2p, p2c), torch.ones_like(p) * 0.5 - p.detach())
+    assert dqk.dtype == dc2p.dtype == dp2c.dtype == torch.bfloat16
+
+
+def test_attention_probs_is_none_where_native_code_cannot_run(monkeypatch):
+    qk, c2p, p2c, idx, mask, _ = _attention_inputs(torch.float64)
+    assert fused.attention_probs(qk, c2p, p2c, idx, mask, 0.3) is None
+    monkeypatch.setattr(native, "_libs", {})
+    monkeypatch.setenv("GPTBERT_NATIVE", "0")
+    qk, c2p, p2c, idx, mask, _ = _attention_inputs(torch.float32)
+    assert fused.attention_probs(qk, c2p, p2c, idx, mask, 0.3) is None
+
+
+def test_model_native_and_torch_paths_agree_in_fp32(monkeypatch):
+    """The whole model (training mode, dropout off, a causal row and a document boundary) gives the
+    same logits and parameter gradients with the native norm and attention kernels as with the torch
+    paths they replace (1e-5)."""
+    _needs_native()
+    import gptbert.model as M
+    from gptbert.config import ModelConfig
+
+    cfg = ModelConfig(vocab_size=300, hidden_size=64, num_layers=2, num_heads=4, intermediate_size=96,
+                      dropout=0.0, attention_dropout=0.0)
+    torch.manual_seed(0)
+    model = M.GPTBERT(cfg).train()
+    ids = torch.randint(16, 300, (3, 24))
+    seg = torch.zeros(3, 24, dtype=torch.long)
+    seg[1, 10:] = 1
+    mask = M.attention_mask(seg, torch.tensor([True, False, False]))
+
+    def run():
+        model.zero_grad()
+        out = model(ids, mask)
+        out.square().mean().backward()
+        return out.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    monkeypatch.setattr(M.Attention, "_explicit_probabilities", lambda self, device, T: True)
+    native_out, native_grads = run()
+    monkeypatch.setattr(M, "attention_probs", lambda *a: None)
+    monkeypatch.setattr(M, "layer_norm", lambda x, eps: torch.nn.functional.layer_norm(x, x.shape[-1:], eps=eps))
+    torch_out, torch_grads = run()
+    torch.testing.assert_close(native_out, torch_out, rtol=1e-5, atol=1e-5)
+    assert len(native_grads) == len(torch_grads)
+    for a, b in zip(native_grads, torch_grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
