@@ -224,24 +224,25 @@ void NAME(const T_ *restrict qk, const T_ *restrict c2p, const T_ *restrict p2c,
 }
 
 /* Backward: ds_j = p_j (dp_j - sum_k p_k dp_k) (the softmax), dqk = ds * scale, and the bias terms'
-   gradients dc2p_i[idx_ij] += ds_j, dp2c_j[idx_ij] += ds_j, summed in fp32 into (S, T, R) buffers
-   the caller zeroed. Slabs are split between threads, so each accumulator has one writer. The
-   row's arithmetic vectorises; the two scatter-adds are one scalar loop after it. */
+   gradients dc2p_i[idx_ij] += ds_j, dp2c_j[idx_ij] += ds_j, summed per slab in fp32 scratch and
+   written once, in the tables' type and layout (slab at b * cb + h * ch, as the inputs). Slabs
+   are split between threads, so each sum has one writer. The row's arithmetic vectorises; the
+   two scatter-adds are one scalar loop after it. */
 #define ATTN_BACKWARD(NAME, T_, LOAD, STORE)                                                 \
 void NAME(const T_ *restrict p, const T_ *restrict dp, const int64_t *restrict idx,         \
-          T_ *restrict dqk, float *restrict dc2p, float *restrict dp2c,                      \
-          int64_t lo, int64_t hi, int64_t H, int64_t T, int64_t R, int64_t ib, int64_t ir,   \
-          float scale, float *restrict work) {                                               \
-    float *ds = work;                                                                        \
-    int32_t *xi = (int32_t *)(ds + T);                                                       \
+          T_ *restrict dqk, T_ *restrict dc2p, T_ *restrict dp2c,                            \
+          int64_t lo, int64_t hi, int64_t H, int64_t T, int64_t R, int64_t cb, int64_t ch,   \
+          int64_t ib, int64_t ir, float scale, float *restrict work) {                       \
+    float *ds = work, *dcf = ds + T, *dpf = dcf + T * R;                                     \
+    int32_t *xi = (int32_t *)(dpf + T * R);                                                  \
     for (int64_t n = lo; n < hi; n++) {                                                      \
-        int64_t b = n / H;                                                                   \
-        float *dcs = dc2p + n * T * R, *dps = dp2c + n * T * R;                              \
+        int64_t b = n / H, h = n % H;                                                        \
+        for (int64_t k = 0; k < T * R; k++) { dcf[k] = 0.0f; dpf[k] = 0.0f; }               \
         for (int64_t i = 0; i < T; i++) {                                                    \
             const T_ *pr = p + (n * T + i) * T, *dr = dp + (n * T + i) * T;                  \
             const int64_t *xr = idx + b * ib + i * ir;                                       \
             T_ *out = dqk + (n * T + i) * T;                                                 \
-            float *dci = dcs + i * R;                                                        \
+            float *dci = dcf + i * R;                                                        \
             float dot = 0.0f;                                                                \
             for (int64_t j = 0; j < T; j++) dot += LOAD(pr[j]) * LOAD(dr[j]);                \
             for (int64_t j = 0; j < T; j++) {                                                \
@@ -252,9 +253,11 @@ void NAME(const T_ *restrict p, const T_ *restrict dp, const int64_t *restrict i
             for (int64_t j = 0; j < T; j++) xi[j] = (int32_t)xr[j];                          \
             for (int64_t j = 0; j < T; j++) {                                                \
                 dci[xi[j]] += ds[j];                                                         \
-                dps[j * R + xi[j]] += ds[j];                                                 \
+                dpf[j * R + xi[j]] += ds[j];                                                 \
             }                                                                                \
         }                                                                                    \
+        T_ *dc = dc2p + b * cb + h * ch, *dq = dp2c + b * cb + h * ch;                       \
+        for (int64_t k = 0; k < T * R; k++) { dc[k] = STORE(dcf[k]); dq[k] = STORE(dpf[k]); } \
     }                                                                                        \
 }
 
@@ -269,6 +272,12 @@ LN_FORWARD(ln_forward_bf16_bf16, uint16_t, LOAD_BF16, uint16_t, STORE_BF16)
 LN_BACKWARD(ln_backward_f32_f32, float, LOAD_F32, float, STORE_F32)
 LN_BACKWARD(ln_backward_bf16_f32, uint16_t, LOAD_BF16, float, STORE_F32)
 LN_BACKWARD(ln_backward_bf16_bf16, uint16_t, LOAD_BF16, uint16_t, STORE_BF16)
+
+/* out = x + b, fp32 x and out, bf16 b: the residual sum of a block under autocast, one pass. */
+void add_f32_bf16(const float *restrict x, const uint16_t *restrict b, float *restrict out, int64_t lo,
+                  int64_t hi) {
+    for (int64_t i = lo; i < hi; i++) out[i] = x[i] + from_bf16(b[i]);
+}
 
 DROPOUT(dropout_f32, float, LOAD_F32, STORE_F32)
 DROPOUT(dropout_bf16, uint16_t, LOAD_BF16, STORE_BF16)
@@ -285,8 +294,9 @@ _SIGNATURES = {
        for t in ("f32", "bf16")},
     **{f"geglu_forward_{t}": ([_P, _P, _I64, _I64], None) for t in ("f32", "bf16")},
     **{f"geglu_backward_{t}": ([_P, _P, _P, _I64, _I64], None) for t in ("f32", "bf16")},
+    "add_f32_bf16": ([_P, _P, _P, _I64, _I64], None),
     **{f"attn_forward_{t}": ([_P] * 6 + [_I64] * 10 + [ctypes.c_float, _P], None) for t in ("f32", "bf16")},
-    **{f"attn_backward_{t}": ([_P] * 6 + [_I64] * 7 + [ctypes.c_float, _P], None) for t in ("f32", "bf16")},
+    **{f"attn_backward_{t}": ([_P] * 6 + [_I64] * 9 + [ctypes.c_float, _P], None) for t in ("f32", "bf16")},
     **{f"ln_forward_{t}": ([_P, _P, _P, _I64, _I64, ctypes.c_float], None) for t in ("f32_f32", "f32_bf16", "bf16_bf16")},
     **{f"ln_backward_{t}": ([_P, _P, _P, _P, _I64, _I64], None) for t in ("f32_f32", "bf16_f32", "bf16_bf16")},
 }
@@ -525,28 +535,28 @@ class _AttentionProbs(torch.autograd.Function):
         tail = (H, T, R, c2p.stride(0), c2p.stride(1), ib, idx.stride(-2), mb, scale)
         _split_slabs(B * H, T, 2 * T + R + T * R, lambda lo, hi, work: fn(*ptrs, lo, hi, *tail, work))
         ctx.save_for_backward(p, idx)  # p: the product with the values keeps it anyway
-        ctx.args = (scale, R, ib, c2p.dtype, p2c.dtype)
+        ctx.args = (scale, R, ib, c2p.stride())
         return p
 
     @staticmethod
     def backward(ctx, dp: Tensor):
         p, idx = ctx.saved_tensors
-        scale, R, ib, c2p_dtype, p2c_dtype = ctx.args
+        scale, R, ib, strides = ctx.args
         B, H, T, _ = p.shape
         dp = dp.to(p.dtype).contiguous()
         dqk = torch.empty_like(p)
-        dc2p = torch.zeros((B, H, T, R), dtype=torch.float32)
-        dp2c = torch.zeros((B, H, T, R), dtype=torch.float32)
+        # the tables' gradients in the tables' own layout (per_head_product's (H, B, ..) storage)
+        dc2p, dp2c = (torch.empty_strided((B, H, T, R), strides, dtype=p.dtype) for _ in range(2))
         fn = getattr(library(), f"attn_backward_{_SUFFIX[p.dtype]}")
         ptrs = (p.data_ptr(), dp.data_ptr(), idx.data_ptr(), dqk.data_ptr(), dc2p.data_ptr(), dp2c.data_ptr())
-        tail = (H, T, R, ib, idx.stride(-2), scale)
-        _split_slabs(B * H, T, 2 * T, lambda lo, hi, work: fn(*ptrs, lo, hi, *tail, work))
-        return dqk, dc2p.to(c2p_dtype), dp2c.to(p2c_dtype), None, None, None
+        tail = (H, T, R, strides[0], strides[1], ib, idx.stride(-2), scale)
+        _split_slabs(B * H, T, 2 * T + 2 * T * R, lambda lo, hi, work: fn(*ptrs, lo, hi, *tail, work))
+        return dqk, dc2p, dp2c, None, None, None
 
 
 def _slabs(t: Tensor) -> Tensor:
-    """t (B, H, T, R) whose (T, R) slabs are contiguous (any strides over B and H), else a contiguous copy."""
-    return t if t.stride(-1) == 1 and t.stride(-2) == t.shape[-1] else t.contiguous()
+    """t (B, H, T, R) laid out as (B, H, ..) or (H, B, ..) (per_head_product's), else a contiguous copy."""
+    return t if t.is_contiguous() or t.transpose(0, 1).is_contiguous() else t.contiguous()
 
 
 def _split_slabs(slabs: int, T: int, scratch: int, run) -> None:
@@ -580,3 +590,15 @@ def attention_probs(qk: Tensor, c2p: Tensor, p2c: Tensor, idx: Tensor, mask: Ten
             and idx.dtype == torch.int64 and c2p.shape[-1] == p2c.shape[-1]):
         return None
     return _AttentionProbs.apply(qk, c2p, p2c, idx, mask, scale)
+
+
+def add_into(out: Tensor, x: Tensor, b: Tensor) -> None:
+    """out = x + b, written into out (a row of the layer-sum buffer). An fp32 x plus a bf16 b (a block's
+    output under autocast) is one native pass; torch.add would first widen b into a new tensor."""
+    if (out.dtype == x.dtype == torch.float32 and b.dtype == torch.bfloat16 and out.is_contiguous()
+            and x.shape == b.shape == out.shape and _native_ok(x)):
+        x, b = x.contiguous(), b.contiguous()
+        fn, ptrs = library().add_f32_bf16, (x.data_ptr(), b.data_ptr(), out.data_ptr())
+        native.parallel(lambda lo, hi: hi > lo and fn(*ptrs, lo, hi), x.numel(), min_rows=_MIN_ELEMENTS_PER_THREAD)
+        return
+    torch.add(x, b, out=out)

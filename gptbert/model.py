@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .config import ModelConfig
-from .fused import attention_probs, dropout, dropout_matmul, dropout_threshold, geglu, layer_norm
+from .fused import add_into, attention_probs, dropout, dropout_matmul, dropout_threshold, geglu, layer_norm
 
 
 # ---------------------------------------------------------------------------
@@ -86,10 +86,42 @@ def per_head_product(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     times into a (B, H, D, R) tensor (and its backward sums B gradients back): with short
     rows (zero-shot scoring, R = 63 > T) the copy is larger than x itself, and the
     broadcast product took 7x as long as these H matmuls over all B*T rows at once.
+    The (H, B*T, D) rows of x are a strided view of the projection's output (each head's
+    D columns, 2d apart); `_PerHeadProduct` multiplies each head's view as it is, where a
+    batched matmul first copied x (and x transposed in backward) into contiguous memory.
+    Returns the (H, B, T, R) storage seen as (B, H, T, R).
     """
     B, H, T, D = x.shape
-    y = x.transpose(0, 1).reshape(H, B * T, D) @ table.transpose(-1, -2)  # (H, B*T, R)
+    x3 = x.transpose(0, 1).reshape(H, B * T, D)  # a view where x comes from the projection
+    if x3.dtype == table.dtype and x3.stride(-1) == 1:
+        y = _PerHeadProduct.apply(x3, table)  # (H, B*T, R)
+    else:
+        y = x3 @ table.transpose(-1, -2)
     return y.view(H, B, T, -1).transpose(0, 1)
+
+
+class _PerHeadProduct(torch.autograd.Function):
+    """y[h] = x[h] @ table[h]^T for x (H, N, D) with strided rows, one plain matmul per head each way."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        y = x.new_empty((x.shape[0], x.shape[1], table.shape[1]))  # (H, N, R)
+        for h in range(x.shape[0]):
+            torch.mm(x[h], table[h].t(), out=y[h])
+        ctx.save_for_backward(x, table)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # grad (H, N, R)
+        x, table = ctx.saved_tensors
+        grad = grad.to(x.dtype)
+        gx = torch.bmm(grad, table) if ctx.needs_input_grad[0] else None  # (H, N, D)
+        gt = None
+        if ctx.needs_input_grad[1]:
+            gt = table.new_empty(table.shape)  # (H, R, D)
+            for h in range(x.shape[0]):
+                torch.mm(grad[h].t(), x[h], out=gt[h])
+        return gx, gt
 
 
 def attention_mask(segment_ids: torch.Tensor, causal: torch.Tensor | bool) -> torch.Tensor:
@@ -386,15 +418,22 @@ class _LayerSumState:
 
 
 class _Store(torch.autograd.Function):
-    """buf[idx] = value. Returns a 1-element token that orders the autograd graph: every weighted
-    sum that reads row idx depends on this token, so their backward runs first and the gradient of
-    `value` can be collected in one matrix-vector product over their stored gradients."""
+    """buf[idx] = x + branch (a block's residual sum; branch None: buf[idx] = x). Returns a 1-element
+    token that orders the autograd graph: every weighted sum that reads row idx depends on this
+    token, so their backward runs first and the gradient of the sum can be collected in one
+    matrix-vector product over their stored gradients. The sum is written into buf directly
+    (`fused.add_into`: fp32 x plus a bf16 branch in one pass), not formed and then copied."""
 
     @staticmethod
-    def forward(ctx, value: torch.Tensor, token: torch.Tensor | None, state: _LayerSumState, idx: int):
-        state.buf[idx].copy_(value)
+    def forward(ctx, x: torch.Tensor, branch: torch.Tensor | None, token: torch.Tensor | None,
+                state: _LayerSumState, idx: int):
+        if branch is None:
+            state.buf[idx].copy_(x)
+        else:
+            add_into(state.buf[idx], x, branch)
         ctx.state, ctx.idx, ctx.has_token = state, idx, token is not None
-        return value.new_zeros(1)
+        ctx.branch_dtype = None if branch is None else branch.dtype
+        return x.new_zeros(1)
 
     @staticmethod
     def backward(ctx, _grad_token: torch.Tensor):
@@ -402,7 +441,9 @@ class _Store(torch.autograd.Function):
         first = max(j - 1, 0)  # weighted sums b >= j - 1 read row j
         coeffs = torch.stack([st.alphas[b].detach()[j] for b in range(first, len(st.alphas))]).to(st.grads.dtype)
         grad = torch.tensordot(coeffs, st.grads[first:], dims=1)  # sum_b alpha[b, j] * dL/dx_b
-        return grad, (torch.zeros(1, dtype=grad.dtype, device=grad.device) if ctx.has_token else None), None, None
+        grad_branch = None if ctx.branch_dtype is None else grad.to(ctx.branch_dtype)
+        grad_token = torch.zeros(1, dtype=grad.dtype, device=grad.device) if ctx.has_token else None
+        return grad, grad_branch, grad_token, None, None
 
 
 class _WeightedSum(torch.autograd.Function):
@@ -454,10 +495,12 @@ class LayerWeights(nn.Module):
 
     def start(self, x: torch.Tensor) -> tuple[_LayerSumState, torch.Tensor]:
         state = _LayerSumState(x, self.alphas)
-        return state, _Store.apply(x, None, state, 0)
+        return state, _Store.apply(x, None, None, state, 0)
 
-    def store(self, state: _LayerSumState, token: torch.Tensor, value: torch.Tensor, idx: int) -> torch.Tensor:
-        return _Store.apply(value, token, state, idx)
+    def store(self, state: _LayerSumState, token: torch.Tensor, x: torch.Tensor, branch: torch.Tensor,
+              idx: int) -> torch.Tensor:
+        """Stream state idx = x + branch (a block's input plus its output)."""
+        return _Store.apply(x, branch, token, state, idx)
 
     def forward(self, state: _LayerSumState, token: torch.Tensor, block: int) -> torch.Tensor:
         with torch.autocast(state.buf.device.type, enabled=False):
@@ -501,9 +544,9 @@ class Encoder(nn.Module):
             return x + ff(x)
         state, token = dwa.start(x)
         for i, (attn, ff) in enumerate(zip(self.attention_layers[:last], self.mlp_layers[:last])):
-            token = dwa.store(state, token, x + attn(x, mask, rel, position_index), 2 * i + 1)
+            token = dwa.store(state, token, x, attn(x, mask, rel, position_index), 2 * i + 1)
             x = dwa(state, token, 2 * i)
-            token = dwa.store(state, token, x + ff(x), 2 * i + 2)
+            token = dwa.store(state, token, x, ff(x), 2 * i + 2)
             x = dwa(state, token, 2 * i + 1)
         if select is None:
             return x

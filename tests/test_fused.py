@@ -358,3 +358,17 @@ def test_model_native_and_torch_paths_agree_in_fp32(monkeypatch):
     assert len(native_grads) == len(torch_grads)
     for a, b in zip(native_grads, torch_grads):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_add_into_writes_the_promoted_sum_bit_for_bit():
+    """fused.add_into(out, x, b): out = x + b as torch promotes it (fp32 + bf16 -> fp32, one rounding),
+    written into out (a row of a larger buffer), bit for bit; other dtypes through torch.add."""
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(4, 9, 33, generator=g)
+    b = (torch.randn(4, 9, 33, generator=g) * 3).bfloat16()
+    buf = torch.full((3, 4, 9, 33), 7.0)
+    fused.add_into(buf[1], x, b)
+    assert torch.equal(buf[1], x + b) and bool((buf[0] == 7).all()) and bool((buf[2] == 7).all())
+    b32 = b.float() * 0.5
+    fused.add_into(buf[2], x, b32)
+    assert torch.equal(buf[2], x + b32)
