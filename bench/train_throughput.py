@@ -9,6 +9,8 @@ forward + backward + optimizer step on random tokens, a mixed hybrid batch
   python bench/train_throughput.py --quick    # < 3 minutes
   python bench/train_throughput.py --quick --rounds 3 --configs small_t128_bf16,hf_bert_t128_bf16
                                               # interleaved rounds, medians and per-round ratios
+  python bench/train_throughput.py --paired small_t128_bf16,hf_bert_t128_bf16 --steps 10
+                                              # both in one process, steps alternating: per-pair ratios
 
 `--official DIR` adds the official implementation (a checkout of github.com/ltgoslo/gpt-bert; its
 `pretraining/model_extra.py` is imported from there at run time, never copied here). On a CPU
@@ -148,11 +150,11 @@ def data_pipeline(steps: int) -> dict:
     return dict(name="data_pipeline_worker", tok_s=n / dt, steps=steps)
 
 
-def run_one(name: str, repeats: int, official: str | None = None) -> dict:
+def prepare(name: str, official: str | None = None):
+    """(step, info): one training step of configuration `name` (forward, backward, optimizer) and its
+    tokens, FLOPs per token, parameters and precision. Sets the allocator as the configuration's users
+    run it (process-wide: `--paired` sets it once, for ours)."""
     import torch
-
-    if name == "data_pipeline_worker":
-        return data_pipeline(50 * repeats)
 
     from gptbert import memory
     from gptbert.precision import fp32_matmul_via_onednn
@@ -204,14 +206,6 @@ def run_one(name: str, repeats: int, official: str | None = None) -> dict:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    for _ in range(2):
-        step()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    dt = sorted(times)[len(times) // 2]  # median
     n_params = sum(p.numel() for p in model.parameters())
     if impl in ("ours", "official"):  # the same architecture and size
         from gptbert.config import model_preset
@@ -220,9 +214,49 @@ def run_one(name: str, repeats: int, official: str | None = None) -> dict:
         flops_per_token = GPTBERT(model_preset("small")).flops_per_token(T)
     else:
         flops_per_token = 6 * n_params + 12 * 12 * T * 384
+    return step, dict(tokens=B * T, flops_per_token=flops_per_token, params=n_params, precision=precision)
+
+
+def run_one(name: str, repeats: int, official: str | None = None) -> dict:
+    if name == "data_pipeline_worker":
+        return data_pipeline(50 * repeats)
+    step, info = prepare(name, official)
+    for _ in range(2):
+        step()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    dt = sorted(times)[len(times) // 2]  # median
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return dict(name=name, tok_s=B * T / dt, step_s=dt, flops_per_token=flops_per_token, params=n_params,
-                peak_rss_mb=peak_rss_mb, precision=precision)
+    return dict(name=name, tok_s=info["tokens"] / dt, step_s=dt, flops_per_token=info["flops_per_token"],
+                params=info["params"], peak_rss_mb=peak_rss_mb, precision=info["precision"])
+
+
+def paired(a: str, b: str, steps: int, official: str | None = None) -> dict:
+    """Configurations a and b in one process, steps alternating a, b, a, b, ...: each pair of steps is
+    seconds apart, so the ratio of a pair is not moved by the VM's drift between separate runs (which
+    made `--rounds` ratios span 0.9-1.2x for the same code). One allocator setting for both (ours:
+    freed pages kept), so the ratio compares the models alone; peak RSS is not per configuration."""
+    import statistics
+
+    prepared = {n: prepare(n, official) for n in (a, b)}
+    for n in (a, b):
+        for _ in range(2):
+            prepared[n][0]()
+    times = {a: [], b: []}
+    for _ in range(steps):
+        for n in (a, b):
+            t0 = time.perf_counter()
+            prepared[n][0]()
+            times[n].append(time.perf_counter() - t0)
+    ratios = [tb / ta for ta, tb in zip(times[a], times[b])]  # > 1: a is faster (tokens/s ratio, same tokens)
+    tok = {n: prepared[n][1]["tokens"] / statistics.median(times[n]) for n in (a, b)}
+    return dict(a=a, b=b, steps=steps, tok_s={n: round(t, 1) for n, t in tok.items()},
+                ratio_median=round(statistics.median(ratios), 3), ratio_min=round(min(ratios), 3),
+                ratio_max=round(max(ratios), 3),
+                step_s={n: [round(t, 3) for t in times[n]] for n in (a, b)})
 
 
 def main() -> None:
@@ -235,11 +269,29 @@ def main() -> None:
                         "and report the median per configuration and each ratio's range over the rounds: "
                         "this VM's speed drifts by up to a third within an hour, so one pass can mislead")
     p.add_argument("--official", help="a checkout of ltgoslo/gpt-bert: adds the official_* configurations")
+    p.add_argument("--paired", metavar="A,B",
+                   help="two configurations in one process, steps alternating (A, B, A, B, ...); prints each "
+                        "one's tokens/s and the per-pair ratio A/B (median and range). The steady ratio to "
+                        "quote on a VM whose speed drifts between runs; see paired()")
+    p.add_argument("--steps", type=int, default=10, help="--paired: steps of each configuration")
     p.add_argument("--configs", help="comma-separated configuration names (default: all that apply)")
     args = p.parse_args()
     repeats = args.repeats or (3 if args.quick else 6)
     if args.one:
         print(json.dumps(run_one(args.one, repeats, args.official)))
+        return
+    if args.paired:
+        a, b = args.paired.split(",")
+        for n in (a, b):
+            if n not in CONFIGS:
+                raise SystemExit(f"--paired: unknown configuration {n}; known: {', '.join(CONFIGS)}")
+        r = paired(a, b, args.steps, args.official)
+        print(f"# {time.strftime('%Y-%m-%d')}, {cpu_name()}, {os.cpu_count()} CPU threads; paired in one process")
+        for n in (a, b):
+            print(f"{n:28s} {r['tok_s'][n]:10.0f} tokens/s (median step)")
+        print(f"ratio {a} / {b}: {r['ratio_median']:.2f}x (pairs {r['ratio_min']:.2f}-{r['ratio_max']:.2f}x, "
+              f"{args.steps} pairs)")
+        print(json.dumps({"paired": r, "cpu": cpu_name()}))
         return
 
     import torch
