@@ -93,8 +93,8 @@ def per_head_product(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     """
     B, H, T, D = x.shape
     x3 = x.transpose(0, 1).reshape(H, B * T, D)  # a view where x comes from the projection
-    if x3.dtype == table.dtype and x3.stride(-1) == 1:
-        y = _PerHeadProduct.apply(x3, table)  # (H, B*T, R)
+    if x3.dtype == table.dtype and x3.stride(-1) == 1 and not torch.compiler.is_compiling():
+        y = _PerHeadProduct.apply(x3, table)  # (H, B*T, R); under torch.compile the batched form below
     else:
         y = x3 @ table.transpose(-1, -2)
     return y.view(H, B, T, -1).transpose(0, 1)
