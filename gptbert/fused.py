@@ -498,14 +498,10 @@ def layer_norm(x: Tensor, eps: float) -> Tensor:
     where torch's uses the fp32 input, one bf16 rounding of x-hat (the matmul's weight gradient
     already reads that rounded output). Elsewhere F.layer_norm, where autocast keeps its dtype.
     """
-    if not (_native_ok(x) and x.dtype in _SUFFIX):
+    if not _native_ok(x):
         return F.layer_norm(x, x.shape[-1:], eps=eps)
-    out_dtype = x.dtype
-    if torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16:
-        out_dtype = torch.bfloat16
-    if x.dtype == torch.bfloat16 and out_dtype == torch.float32:
-        return F.layer_norm(x, x.shape[-1:], eps=eps)
-    return _LayerNorm.apply(x, eps, out_dtype)
+    bf16_autocast = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    return _LayerNorm.apply(x, eps, torch.bfloat16 if bf16_autocast else x.dtype)
 
 
 # ---------------------------------------------------------------------------
