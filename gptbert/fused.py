@@ -42,8 +42,10 @@ from torch import Tensor
 from . import native
 
 _SOURCE = r"""
+#define _POSIX_C_SOURCE 200112L
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #define C2 1.5957691216057308f     /* 2 sqrt(2 / pi) */
 #define KAPPA 0.044715f
@@ -168,21 +170,30 @@ void NAME(const TO *restrict y, const TO *restrict dy, const float *restrict rst
     }                                                                                        \
 }
 
+/* Per-call scratch, 64-byte aligned, owned by the calling thread (NULL: out of memory, and the kernel
+   returns 1). Scratch carved from one shared torch tensor ran no faster on two threads
+   than on one on the AMX VM; a thread's own allocation scales (measured, docs/performance.md). */
+static float *scratch(int64_t floats) {
+    void *p = 0;
+    return posix_memalign(&p, 64, (size_t)floats * sizeof(float) + 64) == 0 ? (float *)p : 0;
+}
+
 /* Attention probabilities with the relative-position bias (paper 2.2), one query row at a time:
      s_j = qk_ij * scale + ((c2p_i[idx_ij] + p2c_j[idx_ij]) + mask_ij),   p_i = softmax_j(s_i)
    Slab n = b * H + h: qk and p are (T, T) at n * T * T; c2p and p2c (T, R) rows at b * cb + h * ch;
    idx (T, T) bucket indices, rows ir apart, at b * ib (ib = 0: one table for every row of the
    batch); mask (T, T) fp32, rows T apart, at b * mb, or NULL. A mask entry below -1e30 (-inf)
    drops its key: probability exactly 0 (a row with every key dropped gets NaN, as torch's).
-   Each slab's p2c table is first widened to fp32 in scratch (work: T * R floats), so the row's
+   Each slab's p2c table is first widened to fp32 in scratch (T * R floats), so the row's
    bias is one scalar gather loop, and the rest of the row (scale, mask, max, exp, sum, store) runs
    in loops that vectorise: split this way it took 30% less time than one fused loop. */
 #define ATTN_FORWARD(NAME, T_, LOAD, STORE)                                                  \
-void NAME(const T_ *restrict qk, const T_ *restrict c2p, const T_ *restrict p2c,            \
+int NAME(const T_ *restrict qk, const T_ *restrict c2p, const T_ *restrict p2c,            \
           const int64_t *restrict idx, const float *restrict mask, T_ *restrict p,           \
           int64_t lo, int64_t hi, int64_t H, int64_t T, int64_t R, int64_t cb, int64_t ch,   \
-          int64_t ib, int64_t ir, int64_t mb, float scale, float *restrict work) {           \
-    float *row = work, *cf = row + T, *pf = cf + R;                                          \
+          int64_t ib, int64_t ir, int64_t mb, float scale) {                                 \
+    float *row = scratch(2 * T + R + T * R), *cf = row + T, *pf = cf + R;                    \
+    if (!row) return 1;                                                                      \
     int32_t *xi = (int32_t *)(pf + T * R);                                                   \
     for (int64_t n = lo; n < hi; n++) {                                                      \
         int64_t b = n / H, h = n % H;                                                        \
@@ -221,6 +232,8 @@ void NAME(const T_ *restrict qk, const T_ *restrict c2p, const T_ *restrict p2c,
             for (int64_t j = 0; j < T; j++) out[j] = STORE(row[j] * inv);                    \
         }                                                                                    \
     }                                                                                        \
+    free(row);                                                                               \
+    return 0;                                                                                \
 }
 
 /* Backward: ds_j = p_j (dp_j - sum_k p_k dp_k) (the softmax), dqk = ds * scale, and the bias terms'
@@ -229,11 +242,12 @@ void NAME(const T_ *restrict qk, const T_ *restrict c2p, const T_ *restrict p2c,
    are split between threads, so each sum has one writer. The row's arithmetic vectorises; the
    two scatter-adds are one scalar loop after it. */
 #define ATTN_BACKWARD(NAME, T_, LOAD, STORE)                                                 \
-void NAME(const T_ *restrict p, const T_ *restrict dp, const int64_t *restrict idx,         \
+int NAME(const T_ *restrict p, const T_ *restrict dp, const int64_t *restrict idx,         \
           T_ *restrict dqk, T_ *restrict dc2p, T_ *restrict dp2c,                            \
           int64_t lo, int64_t hi, int64_t H, int64_t T, int64_t R, int64_t cb, int64_t ch,   \
-          int64_t ib, int64_t ir, float scale, float *restrict work) {                       \
-    float *ds = work, *dcf = ds + T, *dpf = dcf + T * R;                                     \
+          int64_t ib, int64_t ir, float scale) {                                             \
+    float *ds = scratch(2 * T + 2 * T * R), *dcf = ds + T, *dpf = dcf + T * R;               \
+    if (!ds) return 1;                                                                       \
     int32_t *xi = (int32_t *)(dpf + T * R);                                                  \
     for (int64_t n = lo; n < hi; n++) {                                                      \
         int64_t b = n / H, h = n % H;                                                        \
@@ -259,6 +273,8 @@ void NAME(const T_ *restrict p, const T_ *restrict dp, const int64_t *restrict i
         T_ *dc = dc2p + b * cb + h * ch, *dq = dp2c + b * cb + h * ch;                       \
         for (int64_t k = 0; k < T * R; k++) { dc[k] = STORE(dcf[k]); dq[k] = STORE(dpf[k]); } \
     }                                                                                        \
+    free(ds);                                                                                \
+    return 0;                                                                                \
 }
 
 ATTN_FORWARD(attn_forward_f32, float, LOAD_F32, STORE_F32)
@@ -295,8 +311,8 @@ _SIGNATURES = {
     **{f"geglu_forward_{t}": ([_P, _P, _I64, _I64], None) for t in ("f32", "bf16")},
     **{f"geglu_backward_{t}": ([_P, _P, _P, _I64, _I64], None) for t in ("f32", "bf16")},
     "add_f32_bf16": ([_P, _P, _P, _I64, _I64], None),
-    **{f"attn_forward_{t}": ([_P] * 6 + [_I64] * 10 + [ctypes.c_float, _P], None) for t in ("f32", "bf16")},
-    **{f"attn_backward_{t}": ([_P] * 6 + [_I64] * 9 + [ctypes.c_float, _P], None) for t in ("f32", "bf16")},
+    **{f"attn_forward_{t}": ([_P] * 6 + [_I64] * 10 + [ctypes.c_float], ctypes.c_int) for t in ("f32", "bf16")},
+    **{f"attn_backward_{t}": ([_P] * 6 + [_I64] * 9 + [ctypes.c_float], ctypes.c_int) for t in ("f32", "bf16")},
     **{f"ln_forward_{t}": ([_P, _P, _P, _I64, _I64, ctypes.c_float], None) for t in ("f32_f32", "f32_bf16", "bf16_bf16")},
     **{f"ln_backward_{t}": ([_P, _P, _P, _P, _I64, _I64], None) for t in ("f32_f32", "bf16_f32", "bf16_bf16")},
 }
@@ -529,7 +545,7 @@ class _AttentionProbs(torch.autograd.Function):
         ptrs = (qk.data_ptr(), c2p.data_ptr(), p2c.data_ptr(), idx.data_ptr(),
                 None if mask is None else mask.data_ptr(), p.data_ptr())
         tail = (H, T, R, c2p.stride(0), c2p.stride(1), ib, idx.stride(-2), mb, scale)
-        _split_slabs(B * H, T, 2 * T + R + T * R, lambda lo, hi, work: fn(*ptrs, lo, hi, *tail, work))
+        _split_slabs(B * H, T, lambda lo, hi: fn(*ptrs, lo, hi, *tail))
         ctx.save_for_backward(p, idx)  # p: the product with the values keeps it anyway
         ctx.args = (scale, R, ib, c2p.stride())
         return p
@@ -546,7 +562,7 @@ class _AttentionProbs(torch.autograd.Function):
         fn = getattr(library(), f"attn_backward_{_SUFFIX[p.dtype]}")
         ptrs = (p.data_ptr(), dp.data_ptr(), idx.data_ptr(), dqk.data_ptr(), dc2p.data_ptr(), dp2c.data_ptr())
         tail = (H, T, R, strides[0], strides[1], ib, idx.stride(-2), scale)
-        _split_slabs(B * H, T, 2 * T + 2 * T * R, lambda lo, hi, work: fn(*ptrs, lo, hi, *tail, work))
+        _split_slabs(B * H, T, lambda lo, hi: fn(*ptrs, lo, hi, *tail))
         return dqk, dc2p, dp2c, None, None, None
 
 
@@ -555,17 +571,14 @@ def _slabs(t: Tensor) -> Tensor:
     return t if t.is_contiguous() or t.transpose(0, 1).is_contiguous() else t.contiguous()
 
 
-def _split_slabs(slabs: int, T: int, scratch: int, run) -> None:
-    """run(lo, hi, work) over slab ranges split between threads, each with `scratch` floats of its own."""
-    workers = max(1, min(torch.get_num_threads(), slabs // max(1, _MIN_ELEMENTS_PER_THREAD // (T * T))))
-    work = torch.empty((workers, scratch), dtype=torch.float32)
-    step = -(-slabs // workers)
-
+def _split_slabs(slabs: int, T: int, run) -> None:
+    """run(lo, hi) over slab ranges split between threads; each kernel call allocates its own scratch
+    and returns nonzero when that allocation fails."""
     def part(lo: int, hi: int) -> None:
-        if hi > lo:
-            run(lo, hi, work[lo // step].data_ptr())
+        if hi > lo and run(lo, hi) != 0:
+            raise MemoryError(f"attention kernel: no memory for the scratch of {T}-token rows")
 
-    native.parallel(part, slabs, min_rows=step)
+    native.parallel(part, slabs, min_rows=max(1, _MIN_ELEMENTS_PER_THREAD // (T * T)))
 
 
 def attention_probs(qk: Tensor, c2p: Tensor, p2c: Tensor, idx: Tensor, mask: Tensor | None,
