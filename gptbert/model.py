@@ -320,10 +320,11 @@ class Attention(nn.Module):
 
     def _attend(self, q, k, v, c2p, p2c, idx, mask) -> torch.Tensor:
         # On the CPU: scale, bias, mask and softmax in one native pass each way (fused.attention_probs).
-        probs = attention_probs(q @ k.transpose(-1, -2), c2p, p2c, idx, mask, self.scale)  # (B, H, T, T)
+        qk = q @ k.transpose(-1, -2)  # (B, H, T, T)
+        probs = attention_probs(qk, c2p, p2c, idx, mask, self.scale)
         if probs is not None:
             return self.dropout.then_matmul(probs, v)  # (B, H, T, D)
-        scores = (q @ k.transpose(-1, -2)) * self.scale + self._bias(c2p, p2c, idx, mask)  # (B, H, T, T)
+        scores = qk * self.scale + self._bias(c2p, p2c, idx, mask)  # (B, H, T, T)
         if torch.is_grad_enabled():
             # Training: under bf16 autocast the probabilities stay bf16 (the CPU kernel accumulates
             # in fp32); they are rounded to bf16 for the PV matmul anyway, and fp32 probabilities
