@@ -11,7 +11,8 @@ import torch
 from gptbert.config import ModelConfig
 from gptbert.eval.forward import EvalModel
 from gptbert.eval import native_sweep
-from gptbert.eval.scoring import (SWEEP_TEMPERATURES, Scores, SentenceScorer, pair_correct, token_statistics)
+from gptbert.eval.scoring import (SWEEP_TEMPERATURES, Scores, SentenceScorer, head_statistics, pair_correct,
+                                  token_statistics)
 from gptbert.model import GPTBERT
 from gptbert.tokenizer import BOS_ID, MASK_ID
 
@@ -166,20 +167,60 @@ def test_eval_model_logits_are_fp32_and_match_the_model(model):
         EvalModel(model, "fp16")
 
 
-def test_native_sweep_sums_match_float64_and_can_be_switched_off(monkeypatch):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_head_statistics_in_chunks_equal_whole_logits(model, precision):
+    """The scorer projects features a few rows at a time into one reused buffer: every chunk,
+    the short last one included, gives what the whole (N, V) logits give."""
+    em = EvalModel(model, precision)
+    ids = torch.randint(16, 300, (2, 9))
+    pos = torch.tensor([0, 3, 4, 8, 9, 11, 12, 13, 16, 17])
+    targets = torch.randint(0, 300, (10,))
+    feats = em.features(ids, None, pos)
+    logits = em.logits(ids, None, pos)
+    assert torch.equal(em.project(feats), logits)
+    for temps in ((1.0,), SWEEP_TEMPERATURES, (0.7, 1.33)):
+        ref_lp, ref_gap = token_statistics(logits, targets, temps)
+        lp, gap = head_statistics(em, feats, targets, temps, chunk_rows=3)
+        # (a 3-row matmul may round differently from a 10-row one: equal up to fp32 rounding)
+        torch.testing.assert_close(lp, ref_lp, atol=1e-5, rtol=1e-6)
+        torch.testing.assert_close(gap, ref_gap, atol=1e-5, rtol=1e-6)
+
+
+def test_native_token_sums_match_float64_and_can_be_switched_off(monkeypatch):
     if native_sweep.library() is None:
         pytest.skip("no C compiler on this machine: the torch path is what runs (tested above)")
     torch.manual_seed(1)
     logits = torch.randn(11, 8192) * 5
-    z = logits - logits.max(-1, keepdim=True).values
-    sums = native_sweep.sweep_sums(z)
-    assert sums.shape == (11, 61) and float(sums[:, 0].abs().max()) == 0.0
-    ref = torch.stack([torch.exp(z.double() * (20 / k)).sum(-1) for k in range(1, 61)], -1)
-    rel = (sums[:, 1:].double() - ref).abs() / ref
+    logits[4] += 1e4  # a large common offset: the kernel subtracts the max before scaling
+    targets = torch.randint(0, 8192, (11,))
+    z = logits.double() - logits.double().max(-1, keepdim=True).values
+    ks = list(range(1, 61))
+    sums, gaps = native_sweep.token_sums(logits, targets, ks)
+    assert sums.shape == (11, 60) and gaps.shape == (11,)
+    ref = torch.stack([torch.exp(z * (20 / k)).sum(-1) for k in ks], -1)
+    rel = (sums.double() - ref).abs() / ref
     assert float(rel.max()) < 2e-5, float(rel.max())
-    assert float(sums[:, 1:].min()) >= 1.0  # the max term exp(0) = 1 is always there
+    assert float(sums.min()) >= 1.0  # the max term exp(0) = 1 is always there
+    assert torch.equal(gaps, logits.gather(-1, targets[:, None]).squeeze(-1) - logits.max(-1).values)
+    # T = 1 alone (its own one-pass branch), and a subset of the grid in any order
+    one, _ = native_sweep.token_sums(logits, targets, [20])
+    assert float(((one[:, 0].double() - ref[:, 19]).abs() / ref[:, 19]).max()) < 2e-6
+    some, _ = native_sweep.token_sums(logits, targets, [60, 1, 20])
+    assert torch.equal(some, sums[:, [59, 0, 19]])
+    # a bias row added on the fly: as if added to the logits first (in fp32)
+    bias = torch.randn(8192) * 3
+    with_bias, gb = native_sweep.token_sums(logits, targets, ks, bias)
+    lb = logits + bias
+    zb = lb.double() - lb.double().max(-1, keepdim=True).values
+    refb = torch.stack([torch.exp(zb * (20 / k)).sum(-1) for k in ks], -1)
+    assert float(((with_bias.double() - refb).abs() / refb).max()) < 2e-5
+    assert torch.equal(gb, lb.gather(-1, targets[:, None]).squeeze(-1) - lb.max(-1).values)
+    with pytest.raises(ValueError, match="targets"):
+        native_sweep.token_sums(logits, torch.full((11,), 8192), ks)
+    with pytest.raises(ValueError, match="grid"):
+        native_sweep.token_sums(logits, targets, [0])
     monkeypatch.setenv("GPTBERT_NATIVE", "0")
-    assert native_sweep.sweep_sums(z) is None
+    assert native_sweep.token_sums(logits, targets, ks) is None
 
 
 def test_bf16_mode_close_to_fp32(model):
@@ -204,6 +245,10 @@ def test_temperature_sweep_chain_matches_direct_log_softmax(native):
         ref = torch.log_softmax(logits.double() / t, -1).gather(-1, targets[:, None]).squeeze(-1)
         torch.testing.assert_close(lp[:, j].double(), ref, atol=1e-4, rtol=1e-6)
     torch.testing.assert_close(gap, logits.gather(-1, targets[:, None]).squeeze(-1) - logits.max(-1).values)
+    # T = 1 alone has its own path (natively, one pass of exponentials)
+    lp1, gap1 = token_statistics(logits, targets, (1.0,), native=native)
+    torch.testing.assert_close(lp1[:, 0], lp[:, SWEEP_TEMPERATURES.index(1.0)], atol=1e-5, rtol=1e-6)
+    assert torch.equal(gap1, gap)
     # off-grid temperatures take the direct path
     lp2, _ = token_statistics(logits, targets, (0.7, 1.33))
     ref = torch.log_softmax(logits / 1.33, -1).gather(-1, targets[:, None]).squeeze(-1)

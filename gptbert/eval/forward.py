@@ -16,6 +16,7 @@ from contextlib import nullcontext
 import torch
 from torch import Tensor, nn
 
+from ..model import GPTBERT, PredictionHead
 from ..precision import autocast, fp32_matmul_via_onednn, resolve_precision
 
 PRECISIONS = ("fp32", "bf16", "auto")
@@ -52,6 +53,14 @@ class EvalModel:
 
         position_ids (B, T): per-token positions for the relative attention (default 0..T-1).
         """
+        return self.project(self.features(input_ids, mask, positions, position_ids))
+
+    @torch.no_grad()
+    def features(self, input_ids: Tensor, mask: Tensor | None, positions: Tensor | None = None,
+                 position_ids: Tensor | None = None) -> Tensor:
+        """What `project` turns into logits: fp32 (B, T, d) or (N, d), the head up to its vocabulary
+        projection. The scorer projects them a few hundred rows at a time, so the (N, V) logits of a
+        batch (128 MB for 3,900 positions at V = 8,192) never exist at once."""
         B, T = input_ids.shape
         if positions is not None and 4 * positions.shape[0] <= B * T:
             # Few positions read (MNTP: one per row): the model's last layer runs at those alone.
@@ -60,8 +69,42 @@ class EvalModel:
             h = self.hidden(input_ids, mask, position_ids)
             if positions is not None:
                 h = h.reshape(-1, h.shape[-1]).index_select(0, positions)
+        pre, _ = self._head_parts()
+        if pre is None:
+            return h
         with torch.autocast(self.device.type, enabled=False), self._matmul(head=True):
-            return self.model.head(h)  # fp32 weights, fp32 input, fp32 logits
+            return pre(h)  # fp32 weights, fp32 input
+
+    @torch.no_grad()
+    def project(self, features: Tensor, out: Tensor | None = None, bias: bool = True) -> Tensor:
+        """fp32 logits from `features` (into `out` if given, e.g. a reused buffer); bias=False leaves
+        out `projection_bias()`, for a caller that adds it itself."""
+        _, last = self._head_parts()
+        with torch.autocast(self.device.type, enabled=False), self._matmul(head=True):
+            if last is None:
+                return self.model.head(features)
+            b = last.bias if bias else None
+            if features.dim() != 2:
+                return nn.functional.linear(features, last.weight, b)
+            if b is None:
+                return torch.mm(features, last.weight.t(), out=out)
+            return torch.addmm(b, features, last.weight.t(), out=out)
+
+    def projection_bias(self) -> Tensor | None:
+        """The vocabulary projection's bias (V,), where `project(..., bias=False)` can leave it out."""
+        _, last = self._head_parts()
+        return None if last is None else last.bias
+
+    def _head_parts(self) -> tuple[nn.Module | None, nn.Linear | None]:
+        """(everything before the vocabulary projection, the projection) of a GPTBERT's head;
+        (None, None) for other models, whose `head` then runs whole in `project`."""
+        if not isinstance(self.model, GPTBERT) or type(self.model).head is not GPTBERT.head:
+            return None, None
+        seq = getattr(getattr(self.model, "classifier", None), "nonlinearity", None)
+        if (type(self.model.classifier).forward is PredictionHead.forward and isinstance(seq, nn.Sequential)
+                and len(seq) > 1 and isinstance(seq[-1], nn.Linear)):
+            return seq[:-1], seq[-1]
+        return None, None
 
     def _matmul(self, head: bool = False):
         """fp32 matmuls through oneDNN where that is exact (see `gptbert.precision`); in bf16 mode

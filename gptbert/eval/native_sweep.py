@@ -1,20 +1,24 @@
-"""The temperature sweep's softmax denominators in one pass of native code.
+"""The scorer's per-token statistics in one pass of native code: row max, target gap, softmax sums.
 
-For every scored token the sweep needs, per temperature T = k/20 (k = 1..60),
-S_k = sum over the vocabulary of exp(z / T), with z = logits - max(logits) <= 0
-(see `scoring.token_statistics`). In torch that is ~150 elementwise ops
-over each (rows, V) block: 30 exponentials (the seeds k = 31..60), 30 squarings
-(exp(z/T)^2 = exp(z/(T/2))) and 60 sums, each its own pass through memory;
-on a 2-core AVX2 CPU that cost about as much as the model's forward pass in
-causal mode. This module does the same arithmetic row by row in a small C
-function, so each row of z stays in cache (2.6x faster there; it is then
-bound by the arithmetic, about one cycle per vocabulary entry and temperature):
+For every scored token the scorer needs the gap l_y - max(l) and, per temperature
+T = k/20, the softmax denominator S_k = sum over the vocabulary of exp(z / T) with
+z = logits - max(logits) <= 0 (see `scoring.token_statistics`). In torch that is a
+max, a subtraction into a new (rows, V) tensor, a gather and, per temperature, an
+exponential and a sum, each its own pass through memory: for the 3.7M main-job model
+those passes took longer than the model's whole forward pass in causal mode
+(docs/performance.md). `token_sums` does it row by row in a small C function, so
+each row stays in cache and no (rows, V) temporary is made:
 
-  e = 2^(z * (20/k) * log2(e))   for the seed k, a degree-7 Taylor polynomial of
-                                  2^f on f in [-1/2, 1/2] (truncation error
-                                  < 6e-9 relative, below fp32 rounding) times 2^n
-                                  put straight into the exponent bits
-  S_k = sum(e); while k is even: e = e * e, k = k / 2, S_k = sum(e)
+  m = max(l); gap = l_y - m
+  T = 1 alone:  S = sum 2^((l - m) * log2(e))          one pass of exponentials
+  the sweep:    e = 2^((l - m) * (20/k) * log2(e))     for the seeds k = 31..60
+                S_k = sum(e); while k is even: e = e * e, k = k / 2, S_k = sum(e)
+
+2^x is a degree-7 Taylor polynomial of 2^f on f in [-1/2, 1/2] (truncation error
+< 6e-9 relative, below fp32 rounding) times 2^n put straight into the exponent bits.
+The chain's 30 exponentials and 30 squarings cover every grid point k = 1..60
+exactly once (exp(z/T)^2 = exp(z/(T/2))); it is bound by the arithmetic, about
+one cycle per vocabulary entry and temperature.
 
 Terms never go below 2^-126 (exponents are clamped there, and a term below
 2^-63 is raised to 2^-63 before it is squared): the sum is >= 1, so the floors
@@ -26,14 +30,15 @@ kernel and the torch path against a float64 reference).
 
 The C file is compiled once per machine by `gptbert.native` (`cc -O3
 -march=native`, cached, well under a second). Without a C compiler, or with
-GPTBERT_NATIVE=0, `sweep_sums` returns None and the scorer uses the torch path
-(same results, slower). Rows are split over torch's thread count. z may hold
--inf (a logit of -inf): the clamp max(-inf, -126) is still -126.
+GPTBERT_NATIVE=0, `token_sums` returns None and the scorer uses the torch path
+(same results, slower). Rows are split over torch's thread count. Logits may
+be -inf (an impossible token): the clamp max(-inf, -126) is still -126.
 """
 
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -49,7 +54,7 @@ _SOURCE = r"""
 #define GRID 20
 #define KMAX (3 * GRID)
 
-#define LANES 32  /* partial sums per row: 4 AVX2 vectors, so the adds do not wait on each other */
+#define LANES 32  /* partial sums per row: two AVX-512 (four AVX2) vectors, so the adds do not wait on each other */
 
 /* 2^x for x <= 0 (clamped at -126): 2^n * p(f), n = round(x), f = x - n in [-1/2, 1/2]. */
 static inline float exp2_neg(float x) {
@@ -70,17 +75,41 @@ static float total(const float *acc) {
     return s;
 }
 
-/* out = 2^(z * scale) for z <= 0, returning sum(out). */
-static float exp2_sum(const float *restrict z, float scale, float *restrict out, int64_t V) {
+static float row_max(const float *restrict l, const float *restrict b, int64_t V) {
+    float acc[LANES];
+    for (int j = 0; j < LANES; j++) acc[j] = l[0] + b[0];
+    int64_t i = 0;
+    for (; i + LANES <= V; i += LANES)
+        for (int j = 0; j < LANES; j++) acc[j] = fmaxf(acc[j], l[i + j] + b[i + j]);
+    for (; i < V; i++) acc[0] = fmaxf(acc[0], l[i] + b[i]);
+    float m = acc[0];
+    for (int j = 1; j < LANES; j++) m = fmaxf(m, acc[j]);
+    return m;
+}
+
+/* sum of 2^((l + b - m) * scale) over the row (every term <= 1). The logit l + b minus m first: exact
+   where it is near m, however large both are (l * scale - m * scale would lose the difference). */
+static float exp2_sum(const float *restrict l, const float *restrict b, float m, float scale, int64_t V) {
+    float acc[LANES] = {0};
+    int64_t i = 0;
+    for (; i + LANES <= V; i += LANES)
+        for (int j = 0; j < LANES; j++) acc[j] += exp2_neg((l[i + j] + b[i + j] - m) * scale);
+    for (; i < V; i++) acc[0] += exp2_neg((l[i] + b[i] - m) * scale);
+    return total(acc);
+}
+
+/* The same, also keeping the terms in out. */
+static float exp2_sum_keep(const float *restrict l, const float *restrict b, float m, float scale, float *restrict out,
+                           int64_t V) {
     float acc[LANES] = {0};
     int64_t i = 0;
     for (; i + LANES <= V; i += LANES)
         for (int j = 0; j < LANES; j++) {
-            out[i + j] = exp2_neg(z[i + j] * scale);
+            out[i + j] = exp2_neg((l[i + j] + b[i + j] - m) * scale);
             acc[j] += out[i + j];
         }
     for (; i < V; i++) {
-        out[i] = exp2_neg(z[i] * scale);
+        out[i] = exp2_neg((l[i] + b[i] - m) * scale);
         acc[0] += out[i];
     }
     return total(acc);
@@ -105,49 +134,79 @@ static float square_sum(float *restrict e, int64_t V) {
     return total(acc);
 }
 
-/* z: (rows, V) fp32, each row <= 0 with max 0.  out: (rows, KMAX + 1) fp32, out[r, k] = sum exp(z / (k / GRID)).
-   buf: V floats of scratch. */
-void sweep_sums(const float *z, int64_t rows, int64_t V, float *out, float *buf) {
+/* logits: (rows, V) fp32, before the bias b (V,) is added; targets: (rows,) in [0, V).  For every row,
+   with l = logits + b and m = max(l): gaps[r] = l[y] - m, and sums[r, j] = sum exp((l - m) / T_j),
+   T_j = ks[j] / GRID. (The bias is added here, not by the matmul: addmm's bias pass cost more than
+   half as much as the matmul itself.)
+   K == 1 with ks[0] == GRID (T = 1 alone) takes one pass of exponentials; otherwise the whole grid
+   k = 1..KMAX is computed by the chain (30 seeds in (1.5, 3], each squared down). buf: V floats. */
+void token_sums(const float *logits, const float *b, const int64_t *targets, int64_t rows, int64_t V,
+                const int32_t *ks, int32_t K, float *sums, float *gaps, float *buf) {
     const float log2e = 1.44269504089f;
+    float grid[KMAX + 1];
     for (int64_t r = 0; r < rows; r++) {
-        const float *zr = z + r * V;
-        float *o = out + r * (KMAX + 1);
-        o[0] = 0.0f;
+        const float *l = logits + r * V;
+        const float m = row_max(l, b, V);
+        gaps[r] = (l[targets[r]] + b[targets[r]]) - m;
+        float *o = sums + r * K;
+        if (K == 1 && ks[0] == GRID) {
+            o[0] = exp2_sum(l, b, m, log2e, V);
+            continue;
+        }
         for (int k = KMAX / 2 + 1; k <= KMAX; k++) {  /* seeds T = k / GRID in (1.5, 3] */
-            o[k] = exp2_sum(zr, (float)GRID / (float)k * log2e, buf, V);
+            grid[k] = exp2_sum_keep(l, b, m, (float)GRID / (float)k * log2e, buf, V);
             for (int kk = k; kk % 2 == 0;) {           /* exp(z / T)^2 = exp(z / (T / 2)) */
                 kk /= 2;
-                o[kk] = square_sum(buf, V);
+                grid[kk] = square_sum(buf, V);
             }
         }
+        for (int j = 0; j < K; j++) o[j] = grid[ks[j]];
     }
 }
 """
-
-_SIGNATURES = {"sweep_sums": ([ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p],
-                               None)}
+_SIGNATURES = {"token_sums": ([ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+                               ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p], None)}
 
 
 def library() -> ctypes.CDLL | None:
-    """The compiled sweep, built on first use; None where native code is off or cannot be built."""
+    """The compiled kernel, built on first use; None where native code is off or cannot be built."""
     return native.library("sweep", _SOURCE, _SIGNATURES)
 
 
-def sweep_sums(z: Tensor) -> Tensor | None:
-    """(R, V) fp32 CPU tensor of logits minus their row max -> (R, 61) fp32 sums, column k = sum exp(z / (k/20)).
+def token_sums(logits: Tensor, targets: Tensor, ks: Sequence[int], bias: Tensor | None = None
+               ) -> tuple[Tensor, Tensor] | None:
+    """(R, V) fp32 CPU logits, (R,) targets, grid indices ks (T = k / 20) -> ((R, K) sums, (R,) gaps).
 
-    Column 0 is 0 (unused). None when the native code is not available (the caller falls back to torch).
+    With l = logits + bias (a (V,) row added to every row; none by default): sums[r, j] = sum over
+    the vocabulary of exp((l[r] - max) / (ks[j] / 20)), each >= 1; gaps[r] = l[r, target] - max.
+    None when the native code is not available (the caller falls back to torch).
     """
     lib = library()
-    if lib is None or z.device.type != "cpu" or z.dtype != torch.float32 or z.dim() != 2:
+    if lib is None or logits.device.type != "cpu" or logits.dtype != torch.float32 or logits.dim() != 2:
         return None
-    z = z.contiguous()
-    R, V = z.shape
-    out = torch.empty((R, 3 * GRID + 1), dtype=torch.float32)
+    logits = logits.contiguous()
+    R, V = logits.shape
+    targets = targets.to(torch.int64).contiguous()
+    if targets.shape != (R,):
+        raise ValueError(f"targets must have shape ({R},), got {tuple(targets.shape)}")
+    if R and (int(targets.min()) < 0 or int(targets.max()) >= V):
+        raise ValueError(f"targets must lie in [0, {V})")
+    if bias is None:
+        bias = torch.zeros(V, dtype=torch.float32)
+    elif bias.shape != (V,) or bias.dtype != torch.float32 or bias.device.type != "cpu":
+        raise ValueError(f"bias must be a ({V},) fp32 CPU tensor, got {tuple(bias.shape)} {bias.dtype}")
+    bias = bias.contiguous()
+    if not ks or any(not 1 <= k <= 3 * GRID for k in ks):
+        raise ValueError(f"grid indices must lie in 1..{3 * GRID}, got {list(ks)}")
+    kt = torch.tensor(list(ks), dtype=torch.int32)
+    K = len(ks)
+    sums = torch.empty((R, K), dtype=torch.float32)
+    gaps = torch.empty((R,), dtype=torch.float32)
 
     def run(lo: int, hi: int) -> None:
         buf = torch.empty(V, dtype=torch.float32)
-        lib.sweep_sums(z[lo:hi].data_ptr(), hi - lo, V, out[lo:hi].data_ptr(), buf.data_ptr())
+        lib.token_sums(logits[lo:hi].data_ptr(), bias.data_ptr(), targets[lo:hi].data_ptr(), hi - lo, V, kt.data_ptr(), K,
+                       sums[lo:hi].data_ptr(), gaps[lo:hi].data_ptr(), buf.data_ptr())
 
     native.parallel(run, R)
-    return out
+    return sums, gaps

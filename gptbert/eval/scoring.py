@@ -150,23 +150,34 @@ def _on_grid(temperatures: Sequence[float]) -> bool:
 
 
 def token_statistics(logits: Tensor, targets: Tensor, temperatures: Sequence[float],
-                     chunk_rows: int = 256, native: bool = True) -> tuple[Tensor, Tensor]:
+                     chunk_rows: int = 256, native: bool = True, bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """(N, V) fp32 logits, (N,) targets -> (N, K) log-probs per temperature, (N,) greedy gaps.
+
+    bias: a (V,) row still to be added to every row of logits (the head's, see `head_statistics`).
 
     log-probs[:, j] = log_softmax(logits / temperatures[j])[target], computed
     in fp32 through the max-subtracted form (l_y - m) / T - log sum exp((l - m) / T).
-    The sweep's sums come from `native_sweep` (compiled C) where it is available
-    and native=True, else from the same chain in torch.
+    For T = 1 alone and for sweeps on the grid, the max, the gap and the sums
+    come from `native_sweep` (compiled C, one pass over each row in cache) where
+    it is available and native=True; else from torch, the sweep by the same chain.
     """
     logits = logits.float()
     N = logits.shape[0]
     K = len(temperatures)
-    out = torch.empty((N, K), dtype=torch.float32, device=logits.device)
-    gaps = torch.empty((N,), dtype=torch.float32, device=logits.device)
     temps = [float(t) for t in temperatures]
     if any(t <= 0 for t in temps):
         raise ValueError("temperatures must be positive (T = 0 is reported as the greedy limit)")
     use_chain = K > 4 and _on_grid(temps)
+    if native and (use_chain or temps == [1.0]):
+        got = native_sweep.token_sums(logits, targets, [round(t * _GRID) for t in temps],
+                                      None if bias is None else bias.float())
+        if got is not None:
+            sums, gaps = got
+            return gaps[:, None] / torch.tensor(temps, dtype=torch.float32) - torch.log(sums), gaps
+    if bias is not None:
+        logits = logits + bias.float()
+    out = torch.empty((N, K), dtype=torch.float32, device=logits.device)
+    gaps = torch.empty((N,), dtype=torch.float32, device=logits.device)
     for s in range(0, N, chunk_rows):
         lg = logits[s:s + chunk_rows]
         m = lg.amax(dim=-1, keepdim=True)
@@ -177,8 +188,7 @@ def token_statistics(logits: Tensor, targets: Tensor, temperatures: Sequence[flo
             out[s:s + chunk_rows, 0] = ly.squeeze(-1) - torch.logsumexp(lg, dim=-1)
             continue
         z = lg - m  # <= 0, max 0: sums below are >= 1
-        sums = native_sweep.sweep_sums(z) if use_chain and native else None  # the same chain, in C
-        if use_chain and sums is None:
+        if use_chain:
             sums = torch.empty((lg.shape[0], 3 * _GRID + 1), dtype=torch.float32, device=lg.device)
             e = torch.empty_like(z)
             for k in range(3 * _GRID // 2 + 1, 3 * _GRID + 1):  # seeds T = k/20 in (1.5, 3.0]
@@ -196,6 +206,31 @@ def token_statistics(logits: Tensor, targets: Tensor, temperatures: Sequence[flo
                 lse = torch.logsumexp(z if t == 1.0 else z / t, dim=-1)
                 out[s:s + chunk_rows, j] = gap / t - lse
     return out, gaps
+
+
+HEAD_CHUNK_ROWS = 256  # logits projected at a time: (256, V) fp32 is 8 MB at V = 8,192
+
+
+def head_statistics(eval_model: EvalModel, features: Tensor, targets: Tensor, temperatures: Sequence[float],
+                    chunk_rows: int = HEAD_CHUNK_ROWS) -> tuple[Tensor, Tensor]:
+    """`token_statistics` of the logits of (N, d) `features` (`EvalModel.features`), projected
+    chunk_rows at a time into one reused buffer: the batch's (N, V) logits never exist at once,
+    and the projection's bias is added inside the statistics' pass over each row. Projecting 3,900
+    rows at once into a fresh 128 MB tensor, bias first, took more time than the matmul itself
+    (docs/performance.md)."""
+    N = features.shape[0]
+    lp = torch.empty((N, len(temperatures)), dtype=torch.float32)
+    gaps = torch.empty((N,), dtype=torch.float32)
+    bias = eval_model.projection_bias()
+    buf = None  # the first chunk's logits, reused by the next ones
+    for s in range(0, N, chunk_rows):
+        f = features[s:s + chunk_rows]
+        logits = eval_model.project(f, out=None if buf is None else buf[:f.shape[0]], bias=bias is None)
+        if buf is None and logits.device.type == "cpu" and logits.shape[0] == chunk_rows:
+            buf = logits
+        a, b = token_statistics(logits, targets[s:s + chunk_rows], temperatures, bias=bias)
+        lp[s:s + chunk_rows], gaps[s:s + chunk_rows] = a.cpu(), b.cpu()
+    return lp, gaps
 
 
 # ---------------------------------------------------------------------------
@@ -396,17 +431,18 @@ def _trie_tensors(batch: list[_TrieRow], device: torch.device):
 
 
 def run_trie(eval_model: EvalModel, items, max_len: int, max_tokens: int, *, progress: bool = False,
-             desc: str | None = None):
+             desc: str | None = None, features: bool = False):
     """Causal scoring over prefix-tree rows; yields (owners, fp32 logits (N, V), targets, pick):
-    entry e adds the statistics of logits row pick[e] to item owners[e]."""
+    entry e adds the statistics of logits row pick[e] to item owners[e]. With features=True it
+    yields the head's features instead of logits (`EvalModel.features`)."""
     rows = _trie_rows(items, max_len)
     total = sum(len(r.ids) for r in rows)
     with tqdm(total=total, desc=desc or "causal", unit="tok", unit_scale=True, disable=not progress,
               leave=False, dynamic_ncols=True) as bar:
         for batch in _trie_batches(rows, max_tokens):
             ids, depth, mask, positions, targets, owners, pick = _trie_tensors(batch, eval_model.device)
-            logits = eval_model.logits(ids, mask, positions, position_ids=depth)
-            yield owners, logits, targets, pick
+            out = (eval_model.features if features else eval_model.logits)(ids, mask, positions, position_ids=depth)
+            yield owners, out, targets, pick
             bar.update(sum(len(r.ids) for r in batch))
 
 
@@ -493,16 +529,16 @@ class SentenceScorer:
         label = f"{desc} [{mode}]" if desc else mode
         if mode == "causal" and self.trie_row_tokens > 0:
             batches = run_trie(self.eval_model, items, self.trie_row_tokens, self.max_tokens,
-                               progress=self.progress, desc=label)
+                               progress=self.progress, desc=label, features=True)
         else:
             batches = ((*b, None) for b in run_rows(self.eval_model, _rows_for(items, mode), mode, self.max_tokens,
-                                                     progress=self.progress, desc=label))
+                                                     progress=self.progress, desc=label, features=True))
         # In a process that trained first (quickstart), the heap is full of freed holes; the
         # batches' tensors land in ever other holes and fault them back in, so the RSS of
         # quickstart's evaluation crept from 0.7 to 3.8 GB. Trim when it grows (memory.HeapTrimmer).
         trimmer = memory.HeapTrimmer()
-        for owners, logits, targets, pick in batches:
-            lp, g = token_statistics(logits, targets, self.temperatures)
+        for owners, feats, targets, pick in batches:
+            lp, g = head_statistics(self.eval_model, feats, targets, self.temperatures)
             lp, g = lp.double().cpu(), g.double().cpu()
             if pick is not None:  # a shared prefix-tree node counts for every item through it
                 lp, g = lp[pick], g[pick]
@@ -513,8 +549,9 @@ class SentenceScorer:
 
 
 def run_rows(eval_model: EvalModel, rows: list[Row], mode: str, max_tokens: int, *, progress: bool = False,
-             desc: str | None = None):
-    """Forward length-sorted batches of rows; yields (owners, fp32 logits (N, V), targets) per batch.
+             desc: str | None = None, features: bool = False):
+    """Forward length-sorted batches of rows; yields (owners, fp32 logits (N, V), targets) per batch
+    (the head's features instead of logits with features=True).
 
     mode picks the attention: "causal" (lower-triangular), "prefix" (each
     row's first prefix_len positions bidirectional, the rest causal) or
@@ -526,8 +563,8 @@ def run_rows(eval_model: EvalModel, rows: list[Row], mode: str, max_tokens: int,
               leave=False, dynamic_ncols=True) as bar:
         for batch in batches:
             ids, mask, positions, targets, owners = _batch_tensors(batch, mode, eval_model.device)
-            logits = eval_model.logits(ids, mask, positions)
-            yield owners, logits, targets
+            out = (eval_model.features if features else eval_model.logits)(ids, mask, positions)
+            yield owners, out, targets
             bar.update(len(batch.rows) * batch.length)
 
 
