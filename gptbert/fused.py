@@ -325,6 +325,17 @@ def library() -> ctypes.CDLL | None:
     return native.library("fused", _SOURCE, _SIGNATURES)
 
 
+def _split(n: int, per_item: int, run, scratch: str | None = None) -> None:
+    """run(lo, hi) over the non-empty parts of [0, n) split between torch's threads, each part at
+    least _MIN_ELEMENTS_PER_THREAD elements (per_item per index). Kernels that allocate their own
+    scratch return nonzero when that fails: a MemoryError naming `scratch`."""
+    def part(lo: int, hi: int) -> None:
+        if hi > lo and run(lo, hi) and scratch is not None:
+            raise MemoryError(f"{scratch}: no memory for its scratch")
+
+    native.parallel(part, n, min_rows=max(1, _MIN_ELEMENTS_PER_THREAD // max(1, per_item)))
+
+
 def geglu_reference(x: Tensor) -> Tensor:
     """The torch formula (the official code's GeGLU)."""
     a, g = x.chunk(2, dim=-1)
@@ -339,12 +350,8 @@ def _rows(x: Tensor) -> tuple[int, int]:
 def _call(fn, rows: int, I: int, *tensors: Tensor) -> None:
     ptrs = [t.data_ptr() for t in tensors]
     widths = [t.shape[-1] for t in tensors]  # I or 2I per row
-
-    def run(lo: int, hi: int) -> None:
-        if hi > lo:
-            fn(*[p + lo * w * tensors[0].element_size() for p, w in zip(ptrs, widths)], hi - lo, I)
-
-    native.parallel(run, rows, min_rows=max(1, _MIN_ELEMENTS_PER_THREAD // max(1, I)))
+    size = tensors[0].element_size()
+    _split(rows, I, lambda lo, hi: fn(*[p + lo * w * size for p, w in zip(ptrs, widths)], hi - lo, I))
 
 
 class _GeGLU(torch.autograd.Function):
@@ -393,11 +400,7 @@ def _dropout_pass(x: Tensor, seed: int, threshold: int, scale: float) -> Tensor:
     n = x.numel()
     xp, yp = x.data_ptr(), y.data_ptr()
 
-    def run(lo: int, hi: int) -> None:
-        if hi > lo:
-            fn(xp, yp, lo, hi, seed, threshold, scale)
-
-    native.parallel(run, n, min_rows=_MIN_ELEMENTS_PER_THREAD)
+    _split(n, 1, lambda lo, hi: fn(xp, yp, lo, hi, seed, threshold, scale))
     return y
 
 
@@ -468,11 +471,6 @@ def dropout_matmul(x: Tensor, v: Tensor, p: float) -> Tensor | None:
 # LayerNorm that feeds a matmul
 
 
-def _split_rows(rows: int, n: int, run) -> None:
-    native.parallel(lambda lo, hi: hi > lo and run(lo, hi), rows,
-                    min_rows=max(1, _MIN_ELEMENTS_PER_THREAD // max(1, n)))
-
-
 class _LayerNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, eps: float, out_dtype: torch.dtype) -> Tensor:
@@ -483,7 +481,7 @@ class _LayerNorm(torch.autograd.Function):
         rstd = torch.empty(rows, dtype=torch.float32)
         fn = getattr(library(), f"ln_forward_{_SUFFIX[x.dtype]}_{_SUFFIX[out_dtype]}")
         xp, yp, rp, xs, ys = x.data_ptr(), y.data_ptr(), rstd.data_ptr(), n * x.element_size(), n * y.element_size()
-        _split_rows(rows, n, lambda lo, hi: fn(xp + lo * xs, yp + lo * ys, rp + 4 * lo, hi - lo, n, eps))
+        _split(rows, n, lambda lo, hi: fn(xp + lo * xs, yp + lo * ys, rp + 4 * lo, hi - lo, n, eps))
         ctx.save_for_backward(y, rstd)  # y, not x: the next matmul keeps y anyway
         ctx.in_dtype = x.dtype
         return y
@@ -498,7 +496,7 @@ class _LayerNorm(torch.autograd.Function):
         fn = getattr(library(), f"ln_backward_{_SUFFIX[y.dtype]}_{_SUFFIX[ctx.in_dtype]}")
         yp, dyp, rp, dxp = y.data_ptr(), dy.data_ptr(), rstd.data_ptr(), dx.data_ptr()
         ys, xs = n * y.element_size(), n * dx.element_size()
-        _split_rows(rows, n, lambda lo, hi: fn(yp + lo * ys, dyp + lo * ys, rp + 4 * lo, dxp + lo * xs, hi - lo, n))
+        _split(rows, n, lambda lo, hi: fn(yp + lo * ys, dyp + lo * ys, rp + 4 * lo, dxp + lo * xs, hi - lo, n))
         return dx, None, None
 
 
@@ -546,7 +544,7 @@ class _AttentionProbs(torch.autograd.Function):
         ptrs = (qk.data_ptr(), c2p.data_ptr(), p2c.data_ptr(), idx.data_ptr(),
                 None if mask is None else mask.data_ptr(), p.data_ptr())
         tail = (H, T, R, c2p.stride(0), c2p.stride(1), ib, idx.stride(-2), mb, scale)
-        _split_slabs(B * H, T, lambda lo, hi: fn(*ptrs, lo, hi, *tail))
+        _split(B * H, T * T, lambda lo, hi: fn(*ptrs, lo, hi, *tail), scratch=f"attention kernel ({T}-token rows)")
         ctx.save_for_backward(p, idx)  # p: the product with the values keeps it anyway
         ctx.args = (scale, R, ib, c2p.stride())
         return p
@@ -563,23 +561,13 @@ class _AttentionProbs(torch.autograd.Function):
         fn = getattr(library(), f"attn_backward_{_SUFFIX[p.dtype]}")
         ptrs = (p.data_ptr(), dp.data_ptr(), idx.data_ptr(), dqk.data_ptr(), dc2p.data_ptr(), dp2c.data_ptr())
         tail = (H, T, R, strides[0], strides[1], ib, idx.stride(-2), scale)
-        _split_slabs(B * H, T, lambda lo, hi: fn(*ptrs, lo, hi, *tail))
+        _split(B * H, T * T, lambda lo, hi: fn(*ptrs, lo, hi, *tail), scratch=f"attention kernel ({T}-token rows)")
         return dqk, dc2p, dp2c, None, None, None
 
 
 def _slabs(t: Tensor) -> Tensor:
     """t (B, H, T, R) laid out as (B, H, ..) or (H, B, ..) (per_head_product's), else a contiguous copy."""
     return t if t.is_contiguous() or t.transpose(0, 1).is_contiguous() else t.contiguous()
-
-
-def _split_slabs(slabs: int, T: int, run) -> None:
-    """run(lo, hi) over slab ranges split between threads; each kernel call allocates its own scratch
-    and returns nonzero when that allocation fails."""
-    def part(lo: int, hi: int) -> None:
-        if hi > lo and run(lo, hi) != 0:
-            raise MemoryError(f"attention kernel: no memory for the scratch of {T}-token rows")
-
-    native.parallel(part, slabs, min_rows=max(1, _MIN_ELEMENTS_PER_THREAD // (T * T)))
 
 
 def attention_probs(qk: Tensor, c2p: Tensor, p2c: Tensor, idx: Tensor, mask: Tensor | None,
@@ -609,6 +597,6 @@ def add_into(out: Tensor, x: Tensor, b: Tensor) -> None:
             and x.shape == b.shape == out.shape and _native_ok(x)):
         x, b = x.contiguous(), b.contiguous()
         fn, ptrs = library().add_f32_bf16, (x.data_ptr(), b.data_ptr(), out.data_ptr())
-        native.parallel(lambda lo, hi: hi > lo and fn(*ptrs, lo, hi), x.numel(), min_rows=_MIN_ELEMENTS_PER_THREAD)
+        _split(x.numel(), 1, lambda lo, hi: fn(*ptrs, lo, hi))
         return
     torch.add(x, b, out=out)

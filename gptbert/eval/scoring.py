@@ -33,10 +33,12 @@ float64), so one pass gives the scores of the whole sweep of the paper
 token are computed with 30 exponentials: exp(z / T)^2 = exp(z / (T / 2)), so
 each T in (1.5, 3.0] seeds a chain of squarings T, T/2, T/4, ... that covers
 every grid point exactly once.
-That chain runs as compiled C where a C compiler is present
-(`native_sweep`: row by row in cache instead of ~150 torch passes over the
-whole block; 2.6x faster on a 2-core AVX2 CPU, docs/performance.md),
-else in torch.
+That chain, and the single log-sum-exp of T = 1 alone, run as compiled C
+where a C compiler is present (`native_sweep`: row by row in cache instead of
+~150 torch passes over the whole block; 2.6x faster on a 2-core AVX2 CPU,
+docs/performance.md), else in torch. The vocabulary projection runs a few
+hundred rows at a time into one reused buffer, its bias added inside that
+pass (`head_statistics`), so a batch's (N, V) logits never exist at once.
 
 T = 0 is defined as the limit T -> 0+: log_softmax(l / T)[y] * T tends to
 l_y - max(l), so the ranking of two sentences at T -> 0 is the ranking of
