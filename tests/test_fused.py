@@ -384,3 +384,9 @@ def test_layer_norm_keeps_its_precision_when_the_mean_dwarfs_the_spread():
     ours = fused.layer_norm(x.float(), 1e-7).double()
     theirs = torch.nn.functional.layer_norm(x.float(), (384,), eps=1e-7).double()
     assert float((ours - ref).abs().max()) <= 1.5 * float((theirs - ref).abs().max()) + 1e-6
+
+
+def test_native_builds_use_512_bit_vectors_only_where_the_cpu_has_avx512():
+    assert native._vector_flags("fpu sse2 avx2 avx512f avx512bw") == ["-mprefer-vector-width=512"]
+    assert native._vector_flags("fpu sse2 avx2 fma") == []
+    assert native._vector_flags("fp asimd avx512fp16_lookalike") == []  # whole flags only
